@@ -1,0 +1,459 @@
+"""Tenant configuration: one YAML file per tenant, read once into typed, frozen models.
+
+``load_config(path)`` is the only entry point. Every problem is reported at once, one line each,
+as ``<file>:<line> <dotted.field>: <what was expected>, got <what was found>``, in a
+:class:`ConfigError` (the CLI prints the lines and exits 2). Unknown keys are refused with a
+"did you mean" hint. Secret fields hold :class:`SecretRef` references; a literal secret is refused
+unless ``allow_inline_secrets: true``. Relative paths are relative to the current directory.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import typing
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
+
+from scalix_migrate.errors import ConfigError
+from scalix_migrate.secrets import SecretRef
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, use_enum_values=False)
+
+
+Port = Annotated[
+    int, Field(ge=1, le=65535, json_schema_extra={"expected": "an integer from 1 to 65535"})
+]
+PositiveSeconds = Annotated[
+    float, Field(gt=0, le=86400, json_schema_extra={"expected": "a number of seconds > 0"})
+]
+
+
+class TLSMode(StrEnum):
+    implicit = "implicit"
+    starttls = "starttls"
+    none = "none"
+
+
+class SSHConfig(_Model):
+    """How to reach the Scalix host's admin commands."""
+
+    host: str | None = Field(None, description="defaults to source.server")
+    port: Port = 22
+    user: str = "root"
+    key_file: Path | None = None
+    password: SecretRef | None = None
+    known_hosts: Path | None = Field(None, description="defaults to ~/.ssh/known_hosts")
+    host_key_fingerprint: str | None = Field(
+        None,
+        pattern=r"^SHA256:[A-Za-z0-9+/]{43}=?$",
+        json_schema_extra={"expected": "SHA256:<43 base64 characters>, as ssh-keygen -lf prints"},
+    )
+    sudo: bool = False
+    bin_dir: str = "/opt/scalix/bin"
+    omcurrent: str | None = None
+    connect_timeout_s: PositiveSeconds = 15.0
+    command_timeout_s: PositiveSeconds = 300.0
+    commands: dict[str, str] = Field(
+        default_factory=dict, description="overrides of admin command templates by name"
+    )
+
+
+class SourceIMAPConfig(_Model):
+    host: str | None = Field(None, description="defaults to source.server")
+    port: Port | None = Field(None, description="993 for implicit TLS, else 143")
+    tls: TLSMode = TLSMode.implicit
+    verify_certificate: bool = True
+    ca_file: Path | None = None
+    timeout_s: PositiveSeconds = 120.0
+    login_identity: Literal["email", "auth_id", "display_name"] = "email"
+    include_shared_folders: bool = False
+    fetch_batch_messages: Annotated[int, Field(ge=1, le=10000)] = 200
+    fetch_batch_bytes: Annotated[int, Field(ge=1 << 16)] = 16 << 20
+
+    @property
+    def effective_port(self) -> int:
+        return self.port or (993 if self.tls is TLSMode.implicit else 143)
+
+
+class SourceConfig(_Model):
+    server: str = Field(description="the Scalix server's host name or address")
+    server_names: list[str] = Field(min_length=1, description="Scalix server names (mailnodes)")
+    admin_user: str
+    admin_password: SecretRef
+    test_user: str
+    ssh: SSHConfig = SSHConfig()
+    imap: SourceIMAPConfig = SourceIMAPConfig()
+
+    @field_validator("server_names", mode="before")
+    @classmethod
+    def _split_names(cls, v: object) -> object:
+        # Operators paste CloudM's comma-separated "Server Names" string.
+        if isinstance(v, str):
+            return [p.strip() for p in v.split(",") if p.strip()]
+        return v
+
+    @field_validator("test_user")
+    @classmethod
+    def _test_user_is_address(cls, v: str) -> str:
+        if not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", v):
+            raise ValueError("expected the test user's full primary e-mail address")
+        return v
+
+    @property
+    def ssh_host(self) -> str:
+        return self.ssh.host or self.server
+
+    @property
+    def imap_host(self) -> str:
+        return self.imap.host or self.server
+
+
+class FolderRename(_Model):
+    pattern: str
+    replacement: str
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, v: str) -> str:
+        try:
+            re.compile(v)
+        except re.error as exc:
+            raise ValueError(f"expected a regular expression ({exc})") from None
+        return v
+
+
+class ImapDestinationConfig(_Model):
+    type: Literal["imap"]
+    host: str
+    port: Port | None = None
+    tls: TLSMode = TLSMode.implicit
+    verify_certificate: bool = True
+    ca_file: Path | None = None
+    timeout_s: PositiveSeconds = 120.0
+    preset: Literal["generic", "dovecot", "gmail", "m365"] = "generic"
+    auth: Literal["password", "xoauth2"] = "password"
+    login_template: str = Field(
+        "{email}",
+        description="placeholders: {email} {local_part} {domain} {auth_id} {display_name}",
+    )
+    password: SecretRef | None = None
+    token_command: str | None = Field(
+        None, description="prints an OAuth2 access token; placeholders as in login_template"
+    )
+    token_file: str | None = None
+    connections_per_user: Annotated[int, Field(ge=1, le=16)] = 2
+    daily_byte_budget: Annotated[int, Field(ge=1)] | None = None
+
+    @property
+    def effective_port(self) -> int:
+        return self.port or (993 if self.tls is TLSMode.implicit else 143)
+
+    @model_validator(mode="after")
+    def _credentials(self) -> ImapDestinationConfig:
+        if self.auth == "password" and self.password is None:
+            raise ValueError("auth: password needs destination.password")
+        if self.auth == "xoauth2" and not (self.token_command or self.token_file):
+            raise ValueError("auth: xoauth2 needs destination.token_command or token_file")
+        return self
+
+
+class MaildirDestinationConfig(_Model):
+    type: Literal["maildir"]
+    path: str = Field(
+        description="per-user directory; placeholders {tenant} {email} {local_part} {domain}"
+    )
+
+
+class MboxDestinationConfig(_Model):
+    type: Literal["mbox"]
+    path: str = Field(description="per-user directory of mbox files, one per folder")
+
+
+DestinationConfig = Annotated[
+    ImapDestinationConfig | MaildirDestinationConfig | MboxDestinationConfig,
+    Field(discriminator="type"),
+]
+
+
+class Selection(_Model):
+    include: list[str] = Field(default_factory=list, description="names or fnmatch patterns")
+    exclude: list[str] = Field(default_factory=list)
+
+
+class FolderOptions(Selection):
+    renames: list[FolderRename] = Field(default_factory=list)
+
+
+class MessageOptions(_Model):
+    since: str | None = Field(
+        None, pattern=r"^\d{4}-\d{2}-\d{2}$", json_schema_extra={"expected": "a date YYYY-MM-DD"}
+    )
+    before: str | None = Field(
+        None, pattern=r"^\d{4}-\d{2}-\d{2}$", json_schema_extra={"expected": "a date YYYY-MM-DD"}
+    )
+    max_size_bytes: Annotated[int, Field(ge=1)] | None = None
+    skip_deleted: bool = True
+
+
+DEFAULT_FLAG_MAP: dict[str, str | None] = {
+    "\\X-Forwarded": "$Forwarded",
+    "\\X-Has-Attach": None,
+    "X-Scalix-Processed": None,
+}
+
+
+class FlagOptions(_Model):
+    map: dict[str, str | None] = Field(
+        default_factory=lambda: dict(DEFAULT_FLAG_MAP),
+        description="source flag -> destination flag, null drops",
+    )
+
+
+class Concurrency(_Model):
+    users: Annotated[int, Field(ge=1, le=64)] = 4
+    connections_per_server: Annotated[int, Field(ge=1, le=500)] = 20
+    connects_per_second: Annotated[float, Field(gt=0, le=10)] = 5.0
+
+
+class StateOptions(_Model):
+    dir: Path = Path(".scalix-migrate/state")
+    url: str | None = Field(None, description="SQLAlchemy URL, e.g. postgresql+psycopg://…")
+
+
+class Options(_Model):
+    users: Selection = Selection()
+    folders: FolderOptions = FolderOptions()
+    messages: MessageOptions = MessageOptions()
+    flags: FlagOptions = FlagOptions()
+    concurrency: Concurrency = Concurrency()
+    staging_dir: Path = Path(".scalix-migrate/staging")
+    reports_dir: Path = Path(".scalix-migrate/reports")
+    state: StateOptions = StateOptions()
+    dry_run: bool = False
+
+
+class ServiceOptions(_Model):
+    """restart-service: keep users out, restart Scalix, wait until healthy, let users back in."""
+
+    restart: bool = False
+    lockout: Literal["services", "accounts", "none"] = "services"
+    restart_command: str = "service scalix restart"
+    healthy_timeout_s: PositiveSeconds = 600.0
+    restart_attempts: Annotated[int, Field(ge=1, le=5)] = 1
+    commands: dict[str, str] = Field(default_factory=dict)
+
+
+class TenantConfig(_Model):
+    tenant: str = Field(
+        pattern=r"^[a-z0-9][a-z0-9-]{0,62}$",
+        json_schema_extra={"expected": "lowercase letters, digits and dashes"},
+    )
+    allow_inline_secrets: bool = False
+    source: SourceConfig
+    destination: DestinationConfig
+    options: Options = Options()
+    service: ServiceOptions = ServiceOptions()
+
+    @model_validator(mode="after")
+    def _no_inline_secrets(self, info: ValidationInfo) -> TenantConfig:
+        if info.context and info.context.get("defer_inline_check"):
+            return self
+        paths = inline_secret_paths(self)
+        if paths and not self.allow_inline_secrets:
+            raise ValueError(
+                f"inline secrets at {', '.join(paths)}; use ${{ENV_VAR}}, file:/path "
+                "or prefect-secret:NAME, or set allow_inline_secrets: true"
+            )
+        return self
+
+
+def inline_secret_paths(model: BaseModel, prefix: str = "") -> list[str]:
+    """Dotted paths of every secret given as a literal value."""
+    found: list[str] = []
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        path = f"{prefix}{name}"
+        if isinstance(value, SecretRef) and value.kind == "inline":
+            found.append(path)
+        elif isinstance(value, BaseModel):
+            found.extend(inline_secret_paths(value, f"{path}."))
+    return found
+
+
+# --- loading with file/line in every error ------------------------------------------------
+
+
+def load_config(path: str | Path) -> TenantConfig:
+    """Read and validate one tenant file; raise ConfigError with one line per problem."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the file ({exc.strerror})") from None
+    return parse_config(text, str(path))
+
+
+def parse_config(text: str, filename: str = "<config>") -> TenantConfig:
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{filename}{line}: YAML syntax error: {problem}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{filename}:1: expected a mapping of tenant settings at the top level")
+    lines = _line_map(root)
+    problems: list[str] = []
+    try:
+        cfg = TenantConfig.model_validate(data, context={"defer_inline_check": True})
+    except ValidationError as exc:
+        for err in exc.errors():
+            problems.append(_format_error(filename, lines, err))
+        raise ConfigError(problems[0], problems=problems) from None
+    if not cfg.allow_inline_secrets:
+        for dotted in inline_secret_paths(cfg):
+            line = lines.get(tuple(dotted.split(".")), 1)
+            problems.append(
+                f"{filename}:{line} {dotted}: expected a secret reference (${{ENV_VAR}}, "
+                "file:/path or prefect-secret:NAME), got an inline secret; move it out of the "
+                "file or set allow_inline_secrets: true"
+            )
+    if problems:
+        raise ConfigError(problems[0], problems=problems)
+    return cfg
+
+
+def _line_map(node: yaml.Node | None, path: tuple[str, ...] = ()) -> dict[tuple[str, ...], int]:
+    """Map each key path to the 1-based line where its value (or key) stands."""
+    lines: dict[tuple[str, ...], int] = {}
+    if node is None:
+        return lines
+    lines.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = (*path, str(key_node.value))
+            lines[key] = key_node.start_mark.line + 1
+            for sub, line in _line_map(value_node, key).items():
+                lines.setdefault(sub, line)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            for sub, line in _line_map(item, (*path, str(i))).items():
+                lines.setdefault(sub, line)
+    return lines
+
+
+_TAGS = {"imap", "maildir", "mbox"}
+_SECRET_FIELDS = {"password", "admin_password"}
+
+
+def _clean_loc(loc: tuple[int | str, ...]) -> tuple[str, ...]:
+    # Pydantic puts the discriminator's tag into the location: destination.imap.port.
+    out = [str(p) for p in loc]
+    if len(out) >= 2 and out[0] == "destination" and out[1] in _TAGS:
+        del out[1]
+    return tuple(out)
+
+
+def _field_info(loc: tuple[str, ...], tag: str | None) -> FieldInfo | None:
+    model: Any = TenantConfig
+    info: FieldInfo | None = None
+    for part in loc:
+        fields = getattr(model, "model_fields", None)
+        if fields is None or part not in fields:
+            return None
+        info = fields[part]
+        ann = info.annotation
+        if part == "destination":
+            model = {
+                "imap": ImapDestinationConfig,
+                "maildir": MaildirDestinationConfig,
+                "mbox": MboxDestinationConfig,
+            }.get(tag or "")
+        elif isinstance(ann, type) and issubclass(ann, BaseModel):
+            model = ann
+        else:
+            model = None
+    return info
+
+
+def _expected(info: FieldInfo | None) -> str | None:
+    if info is None:
+        return None
+    # Optional[Annotated[int, Field(...)]] keeps the inner Field in the union's arguments.
+    nested = [m for a in typing.get_args(info.annotation) for m in getattr(a, "__metadata__", ())]
+    for source in [
+        info.json_schema_extra,
+        *[getattr(m, "json_schema_extra", None) for m in [*info.metadata, *nested]],
+    ]:
+        if isinstance(source, dict) and "expected" in source:
+            return str(source["expected"])
+    return None
+
+
+def _nearest_line(lines: dict[tuple[str, ...], int], loc: tuple[str, ...]) -> int:
+    for end in range(len(loc), -1, -1):
+        if loc[:end] in lines:
+            return lines[loc[:end]]
+    return 1
+
+
+def _format_error(filename: str, lines: dict[tuple[str, ...], int], err: Any) -> str:
+    raw_loc = tuple(err["loc"])
+    tag = str(raw_loc[1]) if len(raw_loc) > 1 and raw_loc[0] == "destination" else None
+    loc = _clean_loc(raw_loc)
+    dotted = ".".join(loc) or "(top level)"
+    line = _nearest_line(lines, loc)
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        parent = _field_info(loc[:-1], tag)
+        parent_model = parent.annotation if parent is not None else TenantConfig
+        known = list(getattr(parent_model, "model_fields", {}) or {})
+        if not loc[:-1]:
+            known = list(TenantConfig.model_fields)
+        hint = difflib.get_close_matches(loc[-1], known, n=1)
+        fix = f"did you mean '{hint[0]}'?" if hint else f"known keys: {', '.join(known)}"
+        return f"{filename}:{line} {dotted}: unknown key; {fix}"
+    if kind == "missing":
+        return f"{filename}:{line} {dotted}: required field is missing; add '{loc[-1]}:'"
+    if kind == "union_tag_invalid" or kind == "union_tag_not_found":
+        return (
+            f"{filename}:{line} {dotted}.type: expected one of imap, maildir, mbox, "
+            f"got {_shown(err.get('input'), loc)}"
+        )
+    expected = _expected(_field_info(loc, tag)) or _describe(err)
+    return f"{filename}:{line} {dotted}: expected {expected}, got {_shown(err.get('input'), loc)}"
+
+
+def _describe(err: Any) -> str:
+    msg = str(err["msg"])
+    msg = re.sub(r"^(Value error, |Input should be )", "", msg)
+    return msg[0].lower() + msg[1:] if msg else "a valid value"
+
+
+def _shown(value: object, loc: tuple[str, ...]) -> str:
+    if loc and loc[-1] in _SECRET_FIELDS:
+        return "a value (not shown: secret field)"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "...'"
