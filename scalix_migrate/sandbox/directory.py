@@ -102,6 +102,10 @@ class Directory:
     # Services named here come back as "Stopped" after a restart (to test a failed restart).
     broken_services: list[str] = field(default_factory=list)
     hostname: str = "scalix.example.test"
+    # Kept by the sandbox's admin commands (admin_commands.py): the scalix-tomcat init
+    # script's state ("Started" | "Stopped") and each service's last start date token.
+    tomcat_state: str = "Started"
+    service_dates: dict[str, str] = field(default_factory=dict)
 
     def find(self, identity: str) -> DirectoryUser | None:
         for u in self.users:
