@@ -433,11 +433,11 @@ def _format_error(filename: str, lines: dict[tuple[str, ...], int], err: Any) ->
         return f"{filename}:{line} {dotted}: unknown key; {fix}"
     if kind == "missing":
         return f"{filename}:{line} {dotted}: required field is missing; add '{loc[-1]}:'"
-    if kind == "union_tag_invalid" or kind == "union_tag_not_found":
-        return (
-            f"{filename}:{line} {dotted}.type: expected one of imap, maildir, mbox, "
-            f"got {_shown(err.get('input'), loc)}"
-        )
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        found = (err.get("ctx") or {}).get("tag")
+        line = _nearest_line(lines, (*loc, "type"))
+        shown = repr(found) if found is not None else "nothing"
+        return f"{filename}:{line} {dotted}.type: expected one of imap, maildir, mbox, got {shown}"
     expected = _expected(_field_info(loc, tag)) or _describe(err)
     return f"{filename}:{line} {dotted}: expected {expected}, got {_shown(err.get('input'), loc)}"
 

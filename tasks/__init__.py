@@ -1,0 +1,169 @@
+"""Thin Prefect tasks: names, retries, artifacts. No protocol code lives here.
+
+Each task calls one function of the Prefect-free core (``scalix_migrate.steps`` and friends)
+and returns plain data (counts, names), never clients, DataFrames or secrets: Prefect persists
+task results.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import Task, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.blocks.system import Secret
+from prefect.client.schemas.objects import TaskRun
+from prefect.states import State
+
+from scalix_migrate import steps
+from scalix_migrate.config import TenantConfig
+from scalix_migrate.errors import is_retryable
+from scalix_migrate.records import ScalixUser
+from scalix_migrate.report import summary_markdown, users_frame, users_table, write_reports
+from scalix_migrate.secrets import register_resolver
+
+# Retry delays live here once, so tests can shorten them (see tests/flows/conftest.py).
+RETRY_DELAYS_S = [10, 60, 300]
+
+
+def _load_prefect_secret(name: str) -> str:
+    value = Secret.load(name).get()
+    return str(value)
+
+
+register_resolver("prefect-secret", _load_prefect_secret)
+
+
+def retry_transient(task: Task[Any, Any], task_run: TaskRun, state: State[Any]) -> bool:
+    """Retry only what a retry can cure: network, timeouts, throttling."""
+    try:
+        state.result()
+    except BaseException as exc:
+        return is_retryable(exc) or is_retryable(exc.__cause__ or exc)
+    return False
+
+
+def artifact_key(tenant: str, what: str) -> str:
+    """Artifact keys must be lowercase letters, digits and dashes."""
+    return f"{tenant}-{what}".lower()
+
+
+@task(
+    name="discover-users",
+    retries=3,
+    retry_delay_seconds=RETRY_DELAYS_S,
+    retry_condition_fn=retry_transient,
+    task_run_name="discover-users-{config.tenant}",
+)
+def discover_users(config: TenantConfig) -> list[ScalixUser]:
+    from scalix_migrate.discovery import discover_users as discover
+
+    discovery = discover(config)
+    with steps.journal_for(config) as journal:
+        journal.upsert_users(config.tenant, discovery.users)
+    return list(discovery.users)
+
+
+@task(
+    name="preflight-validate",
+    retries=2,
+    retry_delay_seconds=RETRY_DELAYS_S,
+    retry_condition_fn=retry_transient,
+    task_run_name="preflight-{config.tenant}",
+)
+def preflight_validate(config: TenantConfig, users: list[ScalixUser]) -> list[dict[str, Any]]:
+    """Run every preflight check; returns the findings as rows (blocking ones included)."""
+    from scalix_migrate.preflight import run_preflight
+
+    from scalix_migrate.discovery import Discovery
+
+    report = run_preflight(config, Discovery(users=list(users), unparsed=[]))
+    rows = report.to_rows()
+    create_table_artifact(
+        key=artifact_key(config.tenant, "preflight"),
+        table=rows
+        or [{"code": "", "severity": "", "user": "", "message": "no findings", "remedy": ""}],
+        description="Preflight findings",
+    )
+    return rows
+
+
+@task(
+    name="restart-service",
+    retries=2,
+    retry_delay_seconds=RETRY_DELAYS_S,
+    retry_condition_fn=retry_transient,
+    task_run_name="restart-service-{config.tenant}",
+)
+def restart_service(config: TenantConfig, users: list[ScalixUser], dry_run: bool) -> list[str]:
+    from scalix_migrate import service
+
+    return service.lock_out_and_restart(config, users, dry_run=dry_run)
+
+
+@task(
+    name="let-users-in",
+    retries=3,
+    retry_delay_seconds=RETRY_DELAYS_S,
+    retry_condition_fn=retry_transient,
+    task_run_name="let-users-in-{config.tenant}",
+)
+def let_users_in(config: TenantConfig) -> list[str]:
+    from scalix_migrate import service
+
+    return service.unlock(config)
+
+
+@task(
+    name="extract-user",
+    retries=3,
+    retry_delay_seconds=RETRY_DELAYS_S,
+    retry_condition_fn=retry_transient,
+    task_run_name="extract-{user.key}",
+)
+def extract_user(config: TenantConfig, user: ScalixUser, phase: steps.Phase) -> dict[str, Any]:
+    return steps.extract_step(config, user, phase=phase)
+
+
+@task(
+    name="load-user",
+    retries=3,
+    retry_delay_seconds=RETRY_DELAYS_S,
+    retry_condition_fn=retry_transient,
+    task_run_name="load-{user.key}",
+)
+def load_user(config: TenantConfig, user: ScalixUser) -> dict[str, Any]:
+    return steps.load_step(config, user)
+
+
+@task(
+    name="verify-user",
+    retries=2,
+    retry_delay_seconds=RETRY_DELAYS_S,
+    retry_condition_fn=retry_transient,
+    task_run_name="verify-{user.key}",
+)
+def verify_user(config: TenantConfig, user: ScalixUser) -> dict[str, Any]:
+    return steps.verify_step(config, user)
+
+
+@task(name="report", task_run_name="report-{config.tenant}")
+def build_report(config: TenantConfig) -> str:
+    """Write the report files and publish the users table and summary as artifacts."""
+    with steps.journal_for(config) as journal:
+        files = write_reports(journal, config.tenant, config.options.reports_dir)
+        table = users_table(journal, config.tenant)
+        users = users_frame(journal, config.tenant)
+        from scalix_migrate.report import failures_frame
+
+        summary = summary_markdown(config.tenant, users, failures_frame(journal, config.tenant))
+    create_table_artifact(
+        key=artifact_key(config.tenant, "users"),
+        table=table or [{}],
+        description="Per-user results",
+    )
+    create_markdown_artifact(
+        key=artifact_key(config.tenant, "summary"),
+        markdown=summary + f"\nReport files: `{files.directory}`\n",
+    )
+    return str(files.directory)

@@ -1,0 +1,158 @@
+"""The migration procedure for one tenant, as one Prefect flow run.
+
+discover-users -> preflight-validate -> restart-service -> per user: extract -> load ->
+verify -> report. Read it top to bottom; the work is in ``tasks/`` and the core.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from prefect import Flow, flow, get_run_logger
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.client.schemas.objects import FlowRun
+from prefect.futures import PrefectFuture
+from prefect.states import Completed, Failed, State
+from prefect.task_runners import ThreadPoolTaskRunner
+
+import tasks
+from scalix_migrate import steps
+from scalix_migrate.config import TenantConfig
+from scalix_migrate.records import ScalixUser
+
+# The pool only bounds threads; how many users run at once is options.concurrency.users,
+# enforced by the sliding window below (a flow's pool size cannot come from a parameter).
+MAX_POOL = 64 * 3
+POLL_S = 1.0
+
+
+def _let_users_in_hook(flow: Flow[Any, Any], flow_run: FlowRun, state: State[Any]) -> None:
+    """Whatever ended the run, users get back in (undo is idempotent)."""
+    config = flow_run.parameters.get("config")
+    if config is None:
+        return
+    from scalix_migrate import service
+
+    service.unlock(TenantConfig.model_validate(config))
+
+
+@dataclass
+class _UserRun:
+    """Where one user is in its chain of steps."""
+
+    user: ScalixUser
+    future: PrefectFuture[Any]
+    step: int = 0
+    results: dict[str, Any] = field(default_factory=dict)
+
+
+@flow(
+    name="migrate-tenant",
+    flow_run_name="migrate-{config.tenant}-{phase}",
+    log_prints=True,
+    persist_result=True,
+    task_runner=ThreadPoolTaskRunner(max_workers=MAX_POOL),
+    on_failure=[_let_users_in_hook],
+    on_cancellation=[_let_users_in_hook],
+    on_crashed=[_let_users_in_hook],
+)
+def migrate_tenant(
+    config: TenantConfig,
+    users: list[str] | None = None,
+    only_failed: bool = False,
+    phase: Literal["full", "delta"] = "full",
+    dry_run: bool = False,
+) -> State[Any]:
+    """Migrate a tenant's users; Failed (naming them) when any user failed."""
+    logger = get_run_logger()
+    dry_run = dry_run or config.options.dry_run
+
+    discovered = tasks.discover_users(config)
+    selected, unknown = steps.select_users(config, discovered, users=users, only_failed=only_failed)
+    if unknown:
+        return Failed(message=f"no such user(s) in the selected server names: {unknown}")
+    logger.info("%d of %d discovered users selected", len(selected), len(discovered))
+
+    findings = tasks.preflight_validate(config, selected)
+    blocking = [f for f in findings if f["severity"] == "blocking"]
+    if blocking:
+        return Failed(
+            message="preflight found blocking problems: "
+            + "; ".join(f"{f['code']} {f['message']}" for f in blocking)
+        )
+    excluded = {f["user"] for f in findings if f["severity"] == "exclude-user" and f["user"]}
+    runnable = [u for u in selected if u.key not in excluded]
+    if excluded:
+        logger.warning("left out by preflight: %s", sorted(excluded))
+        with steps.journal_for(config) as journal:
+            for key in excluded:
+                journal.set_user_status(
+                    config.tenant,
+                    key,
+                    "excluded",
+                    error_message="excluded by preflight (see report)",
+                )
+
+    commands = tasks.restart_service(config, runnable, dry_run)
+    if dry_run:
+        print("dry run: nothing moves. Commands restart-service would run:\n" + "\n".join(commands))
+        return Completed(message=f"dry run: {len(runnable)} users would migrate")
+    try:
+        failed = _migrate_users(config, runnable, phase)
+    finally:
+        tasks.let_users_in(config)
+
+    tasks.build_report(config)
+    if failed or excluded:
+        return Failed(
+            message=f"{len(failed)} of {len(runnable)} users failed: {sorted(failed)}"
+            + (f"; {len(excluded)} excluded by preflight" if excluded else "")
+        )
+    return Completed(message=f"{len(runnable)} users migrated")
+
+
+def _migrate_users(
+    config: TenantConfig, users: list[ScalixUser], phase: Literal["full", "delta"]
+) -> list[str]:
+    """Run extract -> load -> verify per user, at most ``concurrency.users`` users at once."""
+    chain = [
+        ("extract", lambda u: tasks.extract_user.submit(config, u, phase)),
+        ("load", lambda u: tasks.load_user.submit(config, u)),
+        ("verify", lambda u: tasks.verify_user.submit(config, u)),
+    ]
+    progress = create_progress_artifact(
+        progress=0.0,
+        key=tasks.artifact_key(config.tenant, "progress"),
+        description=f"Users finished of {len(users)}",
+    )
+    waiting: deque[ScalixUser] = deque(users)
+    running: list[_UserRun] = []
+    failed: list[str] = []
+    finished = 0
+    while waiting or running:
+        while waiting and len(running) < config.options.concurrency.users:
+            user = waiting.popleft()
+            running.append(_UserRun(user, chain[0][1](user)))
+        concurrent.futures.wait(
+            [r.future.wrapped_future for r in running],  # type: ignore[attr-defined]
+            timeout=POLL_S,
+            return_when=concurrent.futures.FIRST_COMPLETED,
+        )
+        for run in [r for r in running if r.future.wrapped_future.done()]:  # type: ignore[attr-defined]
+            run.future.wait()  # caches the final state; .state would otherwise ask the API
+            state = run.future.state
+            if state.is_completed() and run.step + 1 < len(chain):
+                run.results[chain[run.step][0]] = state.result()
+                run.step += 1
+                run.future = chain[run.step][1](run.user)
+                continue
+            running.remove(run)
+            finished += 1
+            if not state.is_completed():
+                failed.append(run.user.key)
+            if progress is not None:
+                update_progress_artifact(progress, progress=100.0 * finished / len(users))
+    return failed

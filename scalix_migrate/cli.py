@@ -1,0 +1,185 @@
+"""``scalix-migrate`` command line.
+
+Exit codes: 0 success; 1 the migration (or preflight) found failures; 2 the config or the
+command line is wrong. The commands that run the procedure go through the Prefect flow, so a
+CLI run looks in the Prefect UI like a deployment run (when ``PREFECT_API_URL`` points at a
+server; otherwise Prefect starts a temporary local one).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from scalix_migrate.config import TenantConfig, load_config
+from scalix_migrate.errors import CATALOGUE, ConfigError, MigrationError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Migrate a Scalix mail system, user by user, with Prefect.",
+)
+console = Console()
+err = Console(stderr=True)
+
+ConfigFile = Annotated[Path, typer.Argument(help="tenant YAML config")]
+
+
+def _config(path: Path) -> TenantConfig:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        for line in exc.problems:
+            print(line, file=sys.stderr)  # plain: one problem per line, never wrapped
+        raise typer.Exit(2) from None
+
+
+def _fail(exc: MigrationError) -> typer.Exit:
+    print(exc.describe(), file=sys.stderr)
+    return typer.Exit(2 if isinstance(exc, ConfigError) else 1)
+
+
+def _print_rows(title: str, rows: list[dict[str, Any]], columns: list[str]) -> None:
+    table = Table(title=title)
+    for c in columns:
+        table.add_column(c)
+    for r in rows:
+        table.add_row(*[str(r.get(c, "")) for c in columns])
+    console.print(table)
+
+
+@app.command()
+def validate(file: ConfigFile) -> None:
+    """Check a tenant config without contacting any server."""
+    cfg = _config(file)
+    console.print(
+        f"{file}: OK (tenant {cfg.tenant}, {len(cfg.source.server_names)} server "
+        f"name(s), destination {cfg.destination.type})"
+    )
+
+
+@app.command()
+def run(
+    file: ConfigFile,
+    user: Annotated[
+        list[str] | None, typer.Option("--user", "-u", help="only these users (repeatable)")
+    ] = None,
+    only_failed: Annotated[
+        bool, typer.Option(help="rerun the users the journal marks failed")
+    ] = False,
+    phase: Annotated[str, typer.Option(help="full, or delta (only what is new)")] = "full",
+    dry_run: Annotated[bool, typer.Option(help="discover and check; move nothing")] = False,
+) -> None:
+    """Run the migration flow for one tenant."""
+    cfg = _config(file)
+    if phase not in ("full", "delta"):
+        err.print("--phase: expected full or delta")
+        raise typer.Exit(2)
+    state = run_flow(cfg, users=user or None, only_failed=only_failed, phase=phase, dry_run=dry_run)
+    console.print(f"{state.name}: {state.message or ''}", markup=False)
+    console.print(f"reports: {cfg.options.reports_dir.resolve()}")
+    raise typer.Exit(0 if state.is_completed() else 1)
+
+
+def run_flow(cfg: TenantConfig, **params: Any) -> Any:
+    """Run the tenant flow in this process and return its final state."""
+    from flows.migrate_tenant import migrate_tenant
+
+    return migrate_tenant(config=cfg, return_state=True, **params)
+
+
+@app.command()
+def preflight(file: ConfigFile) -> None:
+    """Discover users and run every preflight check; writes preflight.csv and preflight.md."""
+    from scalix_migrate.discovery import discover_users
+    from scalix_migrate.preflight import run_preflight, write_preflight_files
+
+    cfg = _config(file)
+    try:
+        report = run_preflight(cfg, discover_users(cfg))
+    except MigrationError as exc:
+        raise _fail(exc) from None
+    rows = report.to_rows()
+    _print_rows(f"preflight: {cfg.tenant}", rows, ["severity", "code", "user", "message", "remedy"])
+    paths = write_preflight_files(rows, cfg.options.reports_dir)
+    console.print("written: " + ", ".join(str(p) for p in paths))
+    raise typer.Exit(1 if any(r["severity"] == "blocking" for r in rows) else 0)
+
+
+@app.command()
+def report(file: ConfigFile) -> None:
+    """Rebuild the report files from the journal."""
+    from scalix_migrate.report import write_reports
+    from scalix_migrate.steps import journal_for
+
+    cfg = _config(file)
+    with journal_for(cfg) as journal:
+        files = write_reports(journal, cfg.tenant, cfg.options.reports_dir)
+    console.print(f"report: {files.report_html}")
+
+
+@app.command()
+def status(file: ConfigFile) -> None:
+    """Print the per-user table from the journal."""
+    from scalix_migrate.report import users_table
+    from scalix_migrate.steps import journal_for
+
+    cfg = _config(file)
+    with journal_for(cfg) as journal:
+        rows = users_table(journal, cfg.tenant)
+    _print_rows(
+        f"users: {cfg.tenant}",
+        rows,
+        [
+            "user",
+            "status",
+            "folders",
+            "found",
+            "loaded",
+            "skipped",
+            "failed",
+            "bytes",
+            "error_code",
+        ],
+    )
+
+
+@app.command()
+def unlock(file: ConfigFile) -> None:
+    """Undo what restart-service changed (after a crash of the whole process). Idempotent."""
+    from scalix_migrate import service
+
+    cfg = _config(file)
+    try:
+        done = service.unlock(cfg)
+    except MigrationError as exc:
+        raise _fail(exc) from None
+    console.print("\n".join(done) if done else "nothing to undo")
+
+
+@app.command()
+def codes() -> None:
+    """List every error code with its remedy."""
+    for c in CATALOGUE.values():
+        console.print(f"{c.code}  {c.title}: {c.remedy}", markup=False, highlight=False)
+
+
+@app.command()
+def demo(
+    workdir: Annotated[Path, typer.Option(help="where the demo writes everything")] = Path(
+        "demo-run"
+    ),
+) -> None:
+    """Migrate the embedded sandbox tenant into a local Maildir and check every folder."""
+    from scalix_migrate.demo import run_demo
+
+    sys.exit(run_demo(workdir.resolve(), console))
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,217 @@
+"""Reports: journal records -> pandas DataFrames -> files (CSV, Markdown, HTML).
+
+pandas lives only here, at the edge. Everything is rebuilt from the journal, so
+``scalix-migrate report FILE`` gives the same files as the end of a run.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+
+from scalix_migrate.errors import CATALOGUE
+from scalix_migrate.records import LoadState
+from scalix_migrate.state import Journal, folders, messages
+
+USER_COLUMNS = [
+    "user",
+    "display_name",
+    "status",
+    "folders",
+    "found",
+    "staged",
+    "loaded",
+    "skipped",
+    "failed",
+    "bytes",
+    "duration_s",
+    "msg_per_s",
+    "error_code",
+    "error",
+]
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    directory: Path
+    users_csv: Path
+    failures_csv: Path
+    summary_md: Path
+    report_html: Path
+    commands_csv: Path
+
+
+def users_frame(journal: Journal, tenant: str) -> pd.DataFrame:
+    """One row per user with counts, bytes, duration and throughput."""
+    with journal.engine.connect() as conn:
+        msg = pd.DataFrame(
+            conn.execute(
+                sa.select(
+                    messages.c.user_key,
+                    messages.c.load_state,
+                    sa.func.count().label("n"),
+                    sa.func.sum(messages.c.size).label("bytes"),
+                )
+                .where(messages.c.tenant == tenant)
+                .group_by(messages.c.user_key, messages.c.load_state)
+            ).all(),
+            columns=["user", "state", "n", "bytes"],
+        )
+        fold = pd.DataFrame(
+            conn.execute(
+                sa.select(folders.c.user_key, sa.func.count())
+                .where(folders.c.tenant == tenant)
+                .group_by(folders.c.user_key)
+            ).all(),
+            columns=["user", "folders"],
+        )
+    rows: list[dict[str, Any]] = []
+    for u in journal.user_rows(tenant):
+        mine = msg[msg["user"] == u.user_key]
+        by_state = dict(zip(mine["state"], mine["n"], strict=True))
+        live = mine[mine["state"] != LoadState.superseded.value]
+        loaded_bytes = int(mine.loc[mine["state"] == LoadState.loaded.value, "bytes"].sum())
+        start = u.extract_started or u.load_started
+        end = u.load_finished or u.extract_finished
+        duration = (end - start).total_seconds() if start and end and end >= start else None
+        loaded = int(by_state.get(LoadState.loaded.value, 0))
+        nf = fold.loc[fold["user"] == u.user_key, "folders"]
+        rows.append(
+            {
+                "user": u.user_key,
+                "display_name": u.display_name or "",
+                "status": u.status,
+                "folders": int(nf.iloc[0]) if len(nf) else 0,
+                "found": int(live["n"].sum()),
+                "staged": int(by_state.get(LoadState.staged.value, 0)),
+                "loaded": loaded,
+                "skipped": int(by_state.get(LoadState.skipped.value, 0)),
+                "failed": int(by_state.get(LoadState.failed.value, 0)),
+                "bytes": loaded_bytes,
+                "duration_s": round(duration, 1) if duration is not None else None,
+                "msg_per_s": round(loaded / duration, 1) if duration and loaded else None,
+                "error_code": u.error_code or "",
+                "error": u.error_message or "",
+            }
+        )
+    return pd.DataFrame(rows, columns=USER_COLUMNS)
+
+
+def failures_frame(journal: Journal, tenant: str) -> pd.DataFrame:
+    """Per-message item errors."""
+    cols = [
+        "user_key",
+        "folder",
+        "uidvalidity",
+        "uid",
+        "size",
+        "message_id",
+        "error_code",
+        "error_detail",
+    ]
+    return pd.DataFrame(journal.item_errors(tenant), columns=cols)
+
+
+def summary_markdown(tenant: str, users: pd.DataFrame, failures: pd.DataFrame) -> str:
+    """Totals and the most frequent errors, for the run's Markdown artifact and summary.md."""
+    total = len(users)
+    by_status = Counter(users["status"]) if total else Counter()
+    lines = [
+        f"# Migration summary: {tenant}",
+        "",
+        f"- users: {total} ({', '.join(f'{k}: {v}' for k, v in sorted(by_status.items()))})",
+        f"- messages found: {int(users['found'].sum()) if total else 0}, "
+        f"loaded: {int(users['loaded'].sum()) if total else 0}, "
+        f"skipped: {int(users['skipped'].sum()) if total else 0}, "
+        f"failed: {int(users['failed'].sum()) if total else 0}",
+        f"- bytes loaded: {int(users['bytes'].sum()) if total else 0:,}",
+    ]
+    codes = Counter(c for c in users["error_code"] if c) if total else Counter()
+    codes.update(c for c in failures["error_code"] if c)
+    if codes:
+        lines += [
+            "",
+            "## Most frequent errors",
+            "",
+            "| code | count | what | fix |",
+            "|---|---|---|---|",
+        ]
+        for code, n in codes.most_common(10):
+            entry = CATALOGUE.get(code)
+            what, fix = (entry.title, entry.remedy) if entry else ("", "")
+            lines.append(f"| {code} | {n} | {what} | {fix} |")
+    failed_users = users.loc[users["status"] == "failed", "user"].tolist() if total else []
+    if failed_users:
+        lines += [
+            "",
+            "## Failed users",
+            "",
+            *[f"- {u}" for u in failed_users],
+            "",
+            "Rerun them with `only_failed: true` once the cause is fixed.",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def _html(tenant: str, users: pd.DataFrame, failures: pd.DataFrame, summary: str) -> str:
+    table = users.copy()
+    styled = (
+        table.style.bar(subset=["bytes"], color="#8ecae6")
+        .bar(subset=["msg_per_s"], color="#ffb703")
+        .format(na_rep="", precision=1)
+        .hide(axis="index")
+    )
+    fail_html = (
+        failures.to_html(index=False, border=0) if len(failures) else "<p>No item errors.</p>"
+    )
+    summary_html = "".join(f"<p>{line}</p>" for line in summary.splitlines()[2:] if line)
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>scalix-migrate: {tenant}</title>
+<style>body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse}}
+td,th{{padding:4px 8px;border-bottom:1px solid #ddd;text-align:right}}</style></head>
+<body><h1>Migration report: {tenant}</h1>{summary_html}
+<h2>Users (bars: volume loaded and throughput)</h2>{styled.to_html()}
+<h2>Item errors</h2>{fail_html}</body></html>
+"""
+
+
+def write_reports(journal: Journal, tenant: str, directory: Path) -> ReportFiles:
+    """Write users.csv, failures.csv, commands.csv, summary.md and report.html."""
+    directory.mkdir(parents=True, exist_ok=True)
+    users = users_frame(journal, tenant)
+    failures = failures_frame(journal, tenant)
+    summary = summary_markdown(tenant, users, failures)
+    files = ReportFiles(
+        directory,
+        directory / "users.csv",
+        directory / "failures.csv",
+        directory / "summary.md",
+        directory / "report.html",
+        directory / "commands.csv",
+    )
+    users.to_csv(files.users_csv, index=False)
+    failures.to_csv(files.failures_csv, index=False)
+    pd.DataFrame(
+        journal.commands(tenant),
+        columns=["id", "tenant", "at", "host", "command", "exit_status", "duration_s"],
+    ).to_csv(files.commands_csv, index=False)
+    files.summary_md.write_text(summary, encoding="utf-8")
+    files.report_html.write_text(_html(tenant, users, failures, summary), encoding="utf-8")
+    return files
+
+
+def users_table(journal: Journal, tenant: str) -> list[dict[str, Any]]:
+    """The users table as plain records (for Prefect table artifacts and the CLI)."""
+    frame = users_frame(journal, tenant)
+    return [
+        {
+            k: ("" if v is None or (isinstance(v, float) and pd.isna(v)) else v)
+            for k, v in row.items()
+        }
+        for row in frame.to_dict(orient="records")
+    ]

@@ -1,0 +1,185 @@
+"""The migration procedure's steps as plain functions, one call per step and user.
+
+The Prefect tasks in ``tasks/`` are thin wrappers around these; the CLI and the tests can call
+them without Prefect. Each step opens what it needs (journal, connections) and closes it again:
+nothing live crosses a step boundary, only the config and user records. Every user step
+records its outcome in the journal (status, error code, timings) before it returns or raises,
+so ``only_failed`` reruns and the reports read the truth.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, is_dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal, TypeVar
+
+from scalix_migrate.config import TenantConfig
+from scalix_migrate.errors import MigrationError, UserError
+from scalix_migrate.records import ScalixUser
+from scalix_migrate.state import Journal
+
+Phase = Literal["full", "delta"]
+T = TypeVar("T")
+
+
+def open_journal(cfg: TenantConfig) -> Journal:
+    return Journal.open(url=cfg.options.state.url, directory=cfg.options.state.dir)
+
+
+@contextmanager
+def journal_for(cfg: TenantConfig) -> Iterator[Journal]:
+    journal = open_journal(cfg)
+    try:
+        yield journal
+    finally:
+        journal.close()
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def matches(user: ScalixUser, patterns: Sequence[str]) -> bool:
+    """True when any pattern names the user (key, any address, display name, auth id)."""
+    names = [user.key, user.display_name, user.name, *(user.addresses)]
+    if user.auth_id:
+        names.append(user.auth_id)
+    lowered = [n.lower() for n in names]
+    return any(fnmatch.fnmatchcase(n, p.lower()) for p in patterns for n in lowered)
+
+
+def select_users(
+    cfg: TenantConfig,
+    discovered: Sequence[ScalixUser],
+    *,
+    users: Sequence[str] | None = None,
+    only_failed: bool = False,
+) -> tuple[list[ScalixUser], list[str]]:
+    """Apply the config's include/exclude, then the run's ``users``/``only_failed``.
+
+    Returns the selected users and the requested names that matched nobody (an operator's
+    typo must not pass silently).
+    """
+    selected = [
+        u
+        for u in discovered
+        if (not cfg.options.users.include or matches(u, cfg.options.users.include))
+        and not matches(u, cfg.options.users.exclude)
+    ]
+    unknown: list[str] = []
+    if users:
+        unknown = [name for name in users if not any(matches(u, [name]) for u in selected)]
+        selected = [u for u in selected if matches(u, users)]
+    if only_failed:
+        with journal_for(cfg) as journal:
+            failed = set(journal.users_with_status(cfg.tenant, "failed"))
+        selected = [u for u in selected if u.key in failed]
+    return selected, unknown
+
+
+def counts_of(result: object) -> dict[str, Any]:
+    """A step result as plain data (ints and short strings) for logs, artifacts and results."""
+    if is_dataclass(result) and not isinstance(result, type):
+        raw = asdict(result)
+    elif isinstance(result, dict):
+        raw = dict(result)
+    else:
+        return {}
+    return {k: v for k, v in raw.items() if isinstance(v, int | float | str | bool) or v is None}
+
+
+def run_user_step(
+    cfg: TenantConfig,
+    user: ScalixUser,
+    step: str,
+    body: Callable[[Journal], T],
+    *,
+    running: str,
+    done: str,
+    started_col: str | None = None,
+    finished_col: str | None = None,
+) -> T:
+    """Run one user step with status bookkeeping: running -> done, or failed with its code."""
+    with journal_for(cfg) as journal:
+        stamps = {started_col: _now()} if started_col else {}
+        journal.set_user_status(cfg.tenant, user.key, running, **stamps)
+        try:
+            result = body(journal)
+        except MigrationError as exc:
+            journal.set_user_status(
+                cfg.tenant,
+                user.key,
+                "failed",
+                error_code=exc.code,
+                error_message=f"{step}: {exc.message}",
+            )
+            raise
+        except Exception as exc:
+            # Unexpected: record it (type only: messages of foreign exceptions may carry data)
+            # and surface it as a user failure so the tenant goes on.
+            journal.set_user_status(
+                cfg.tenant,
+                user.key,
+                "failed",
+                error_code="SXM-RUN-001",
+                error_message=f"{step}: {type(exc).__name__}",
+            )
+            raise UserError(
+                f"{step} failed unexpectedly ({type(exc).__name__})", user=user.key
+            ) from exc
+        stamps = {finished_col: _now()} if finished_col else {}
+        journal.set_user_status(cfg.tenant, user.key, done, **stamps)
+        return result
+
+
+def extract_step(cfg: TenantConfig, user: ScalixUser, *, phase: Phase = "full") -> dict[str, Any]:
+    from scalix_migrate.extract import extract_user
+
+    result = run_user_step(
+        cfg,
+        user,
+        "extract",
+        lambda j: extract_user(cfg, j, user, phase=phase),
+        running="extracting",
+        done="extracted",
+        started_col="extract_started",
+        finished_col="extract_finished",
+    )
+    return counts_of(result)
+
+
+def load_step(cfg: TenantConfig, user: ScalixUser) -> dict[str, Any]:
+    from scalix_migrate.load import load_user
+
+    result = run_user_step(
+        cfg,
+        user,
+        "load",
+        lambda j: load_user(cfg, j, user),
+        running="loading",
+        done="loaded",
+        started_col="load_started",
+        finished_col="load_finished",
+    )
+    return counts_of(result)
+
+
+def verify_step(cfg: TenantConfig, user: ScalixUser) -> dict[str, Any]:
+    """Verify the user's destination against the ledger; a mismatch fails the user."""
+    from scalix_migrate.verify import verify_user
+
+    def body(journal: Journal) -> Any:
+        result = verify_user(cfg, journal, user)
+        if not result.ok:
+            raise UserError(
+                f"verification found {len(result.differences)} difference(s)",
+                code="SXM-DST-008",
+                user=user.key,
+            )
+        return result
+
+    result = run_user_step(cfg, user, "verify", body, running="verifying", done="done")
+    return counts_of(result)

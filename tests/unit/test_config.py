@@ -1,0 +1,190 @@
+"""Tenant config: typed models, and errors that name file, line, field and fix."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from scalix_migrate.config import TLSMode, load_config, parse_config
+from scalix_migrate.errors import ConfigError
+from scalix_migrate.secrets import SecretRef
+
+GOOD = """\
+tenant: acme
+source:
+  server: scalix.acme.test
+  server_names: mail1, mail2
+  admin_user: sxadmin
+  admin_password: ${SXM_TEST_ADMIN_PW}
+  test_user: kim@acme.test
+  imap:
+    port: 1993
+destination:
+  type: maildir
+  path: out/{email}
+"""
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "acme.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _problems(text: str) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "configs/acme.yaml")
+    return info.value.problems
+
+
+def test_good_config_is_typed() -> None:
+    cfg = parse_config(GOOD, "configs/acme.yaml")
+    assert cfg.source.server_names == ["mail1", "mail2"]
+    assert cfg.source.imap.tls is TLSMode.implicit
+    assert cfg.source.imap.effective_port == 1993
+    assert cfg.source.ssh_host == "scalix.acme.test"
+    assert cfg.source.admin_password == SecretRef("env", "SXM_TEST_ADMIN_PW")
+    assert cfg.destination.type == "maildir"
+
+
+def test_example_config_documents_a_valid_tenant() -> None:
+    cfg = load_config(Path(__file__).parents[2] / "configs" / "example.yaml")
+    assert cfg.tenant == "acme"
+
+
+def test_wrong_type_names_file_line_field_expected_and_found() -> None:
+    problems = _problems(GOOD.replace("port: 1993", "port: 99999x"))
+    assert problems == [
+        "configs/acme.yaml:9 source.imap.port: expected an integer from 1 to 65535, got '99999x'"
+    ]
+
+
+def test_out_of_range_port() -> None:
+    problems = _problems(GOOD.replace("port: 1993", "port: 70000"))
+    assert problems == [
+        "configs/acme.yaml:9 source.imap.port: expected an integer from 1 to 65535, got 70000"
+    ]
+
+
+def test_missing_field() -> None:
+    problems = _problems(GOOD.replace("  admin_user: sxadmin\n", ""))
+    assert problems == [
+        "configs/acme.yaml:2 source.admin_user: required field is missing; add 'admin_user:'"
+    ]
+
+
+def test_unknown_key_suggests_the_right_one() -> None:
+    problems = _problems(GOOD.replace("  imap:\n", "  imap:\n    prot: 1\n"))
+    assert problems == ["configs/acme.yaml:9 source.imap.prot: unknown key; did you mean 'port'?"]
+
+
+def test_every_problem_reported_at_once() -> None:
+    text = GOOD.replace("port: 1993", "port: x").replace("tenant: acme", "tenant: Acme_Corp")
+    problems = _problems(text)
+    assert len(problems) == 2
+    assert problems[0].startswith("configs/acme.yaml:1 tenant: expected lowercase letters")
+    assert problems[1].startswith("configs/acme.yaml:9 source.imap.port:")
+
+
+def test_bad_yaml_syntax_names_the_line() -> None:
+    problems = _problems(GOOD.replace("  admin_user: sxadmin", "  admin_user: [sxadmin"))
+    assert len(problems) == 1
+    assert problems[0].startswith("configs/acme.yaml:")
+    assert "YAML syntax error" in problems[0]
+
+
+def test_inline_password_refused_and_never_echoed() -> None:
+    problems = _problems(GOOD.replace("${SXM_TEST_ADMIN_PW}", "hunter2-secret"))
+    assert problems == [
+        "configs/acme.yaml:6 source.admin_password: expected a secret reference (${ENV_VAR}, "
+        "file:/path or prefect-secret:NAME), got an inline secret; move it out of the file or "
+        "set allow_inline_secrets: true"
+    ]
+    assert not any("hunter2" in p for p in problems)
+
+
+def test_inline_password_allowed_when_opted_in() -> None:
+    cfg = parse_config(
+        "allow_inline_secrets: true\n" + GOOD.replace("${SXM_TEST_ADMIN_PW}", "hunter2-secret")
+    )
+    assert cfg.source.admin_password.resolve() == "hunter2-secret"
+    assert "hunter2" not in repr(cfg)
+    assert "hunter2" not in str(cfg.source.admin_password)
+
+
+def test_misspelt_secret_key_does_not_echo_the_value() -> None:
+    problems = _problems(GOOD.replace("admin_password:", "admin_pasword:"))
+    assert any(
+        "source.admin_pasword: unknown key; did you mean 'admin_password'?" in p for p in problems
+    )
+    assert not any("SXM_TEST_ADMIN_PW" in p for p in problems)
+
+
+def test_wrong_destination_type() -> None:
+    problems = _problems(GOOD.replace("type: maildir", "type: exchange"))
+    assert problems == [
+        "configs/acme.yaml:11 destination.type: expected one of imap, maildir, mbox, got 'exchange'"
+    ]
+
+
+def test_secret_references_resolve(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SXM_TEST_ADMIN_PW", "from-env")
+    secret_file = tmp_path / "pw"
+    secret_file.write_text("from-file\n", encoding="utf-8")
+    assert SecretRef.parse("${SXM_TEST_ADMIN_PW}").resolve() == "from-env"
+    assert SecretRef.parse(f"file:{secret_file}").resolve() == "from-file"
+    monkeypatch.delenv("SXM_TEST_ADMIN_PW")
+    with pytest.raises(ConfigError, match="SXM_TEST_ADMIN_PW is not set"):
+        SecretRef.parse("${SXM_TEST_ADMIN_PW}").resolve()
+
+
+def test_serialised_config_keeps_references_not_values() -> None:
+    cfg = parse_config(GOOD)
+    dumped = cfg.model_dump(mode="json")
+    assert dumped["source"]["admin_password"] == "${SXM_TEST_ADMIN_PW}"
+    again = type(cfg).model_validate(dumped)
+    assert again == cfg
+
+
+@pytest.mark.parametrize(
+    ("edit", "fragment"),
+    [
+        (lambda t: t.replace("  admin_user: sxadmin\n", ""), "source.admin_user: required field"),
+        (
+            lambda t: t.replace("port: 1993", "port: 99999x"),
+            "source.imap.port: expected an integer",
+        ),
+        (lambda t: t + "colour: blue\n", "colour: unknown key"),
+        (lambda t: t.replace("tenant: acme", "tenant: [acme"), "YAML syntax error"),
+        (lambda t: t.replace("${SXM_TEST_ADMIN_PW}", "hunter2"), "got an inline secret"),
+    ],
+)
+def test_cli_validate_exits_2_with_the_error(tmp_path: Path, edit, fragment: str) -> None:  # type: ignore[no-untyped-def]
+    path = _write(tmp_path, edit(GOOD))
+    proc = subprocess.run(
+        [sys.executable, "-m", "scalix_migrate.cli", "validate", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert fragment in proc.stderr
+    assert str(path) in proc.stderr
+    assert "hunter2" not in proc.stderr + proc.stdout
+
+
+def test_cli_validate_ok(tmp_path: Path) -> None:
+    path = _write(tmp_path, GOOD)
+    proc = subprocess.run(
+        [sys.executable, "-m", "scalix_migrate.cli", "validate", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "OK" in proc.stdout
