@@ -89,6 +89,11 @@ _CODES = [
         "a mail client to check the item, then rerun the user.",
     ),
     Code("SXM-IMAP-005", "folder could not be opened", "Check the folder on the Scalix server."),
+    Code(
+        "SXM-IMAP-006",
+        "message over the size limit",
+        "Recorded as skipped; raise options.messages.max_size_bytes or move it by hand.",
+    ),
     # destination
     Code("SXM-DST-001", "destination unreachable", "Check destination.host/port and TLS mode."),
     Code(

@@ -668,6 +668,34 @@ class Journal:
                 )
             ]
 
+    def set_item_errors(
+        self,
+        tenant: str,
+        user_key: str,
+        folder: str,
+        uidvalidity: int,
+        errors: dict[int, tuple[str | None, str]],
+    ) -> None:
+        """Attach ``(error_code, detail)`` to failed or skipped rows of one folder, by UID."""
+        if not errors:
+            return
+        with self.engine.begin() as conn:
+            for uid, (code, detail) in errors.items():
+                conn.execute(
+                    messages.update()
+                    .where(
+                        messages.c.tenant == tenant,
+                        messages.c.user_key == user_key,
+                        messages.c.folder == folder,
+                        messages.c.uidvalidity == uidvalidity,
+                        messages.c.uid == uid,
+                        messages.c.load_state.in_(
+                            [LoadState.failed.value, LoadState.skipped.value]
+                        ),
+                    )
+                    .values(error_code=code, error_detail=detail, updated_at=_now())
+                )
+
 
 def _entry(m: Any) -> LedgerEntry:
     return LedgerEntry(

@@ -1,0 +1,392 @@
+"""Per-user extract: Scalix IMAP -> staging store + journal, incremental, in bounded memory.
+
+``extract_user`` walks the user's folders (after ``options.folders`` include/exclude), opens
+each with EXAMINE, re-plans it through :meth:`Journal.open_folder` when UIDVALIDITY changed,
+refreshes the flags of messages it already knows, and fetches only UIDs above the folder's
+cursor. Messages are planned by RFC822.SIZE into batches bounded by ``fetch_batch_messages``
+and ``fetch_batch_bytes``; each batch is staged (content-addressed, atomic) and then recorded
+with :meth:`Journal.record_batch`, which writes the ledger rows and advances the cursor in one
+transaction. A connection dropped mid-folder therefore loses at most the batch in flight, and
+the retry resumes from the cursor without doubling anything.
+
+What is not staged is still recorded, so nothing vanishes silently:
+
+* outside ``options.messages.since/before`` (by INTERNALDATE): ``skipped``;
+* larger than ``max_size_bytes`` (by RFC822.SIZE): ``skipped`` with ``SXM-IMAP-006``;
+* ``\\Deleted`` on the source with ``skip_deleted``: staged, but ``skipped``;
+* not returned by the server: ``failed`` with ``SXM-IMAP-004`` (folder and UID recorded).
+
+Rows that carry no staged bytes get a placeholder hash ``unfetched-<uidvalidity>-<uid>``.
+
+A user without a message store: Scalix creates the store at first sign-on (scalix.md §0), so
+a login that works on an empty store lists no messages and is simply an empty mailbox. When
+discovery said ``has_message_store is False`` and the mboxadmin login is refused, that refusal
+is taken to be the missing store: the user is an empty mailbox (``SXM-USR-002``), not a failure.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from email.parser import BytesHeaderParser
+from email.policy import compat32
+from typing import Literal
+
+from scalix_migrate import groupware
+from scalix_migrate.config import FolderOptions, TenantConfig
+from scalix_migrate.errors import ItemError, UserError
+from scalix_migrate.ratelimit import limiter_for
+from scalix_migrate.records import (
+    FetchedMessage,
+    FolderCursor,
+    ItemClass,
+    LedgerEntry,
+    LoadState,
+    ScalixUser,
+    SourceFolder,
+)
+from scalix_migrate.scalix.imap_source import META_CHUNK, FetchFailure, MessageInfo, ScalixMailbox
+from scalix_migrate.staging import StagingStore
+from scalix_migrate.state import Journal
+
+log = logging.getLogger(__name__)
+
+Phase = Literal["full", "delta"]
+
+_CLASS_BY_PREFIX = [  # X-Scalix-Class (IPM.*) prefix -> item class; first match wins
+    ("ipm.appointment", ItemClass.appointment),
+    ("ipm.contact", ItemClass.contact),
+    ("ipm.distlist", ItemClass.contact),
+    ("ipm.task", ItemClass.task),  # IPM.Task, IPM.TaskRequest*
+    ("ipm.stickynote", ItemClass.note),
+    ("ipm.activity", ItemClass.journal),
+]
+_CLASS_BY_FOLDER = {
+    "ipf.appointment": ItemClass.appointment,
+    "ipf.contact": ItemClass.contact,
+    "ipf.task": ItemClass.task,
+    "ipf.stickynote": ItemClass.note,
+    "ipf.journal": ItemClass.journal,
+}
+
+
+@dataclass(frozen=True)
+class ItemProblem:
+    """A message that was not staged, and why (for the report)."""
+
+    folder: str
+    uid: int | None
+    code: str | None
+    detail: str
+
+
+@dataclass(frozen=True)
+class ExtractResult:
+    """Counts of one extract run of one user. ``found`` counts UIDs above the cursors."""
+
+    user: str
+    phase: Phase
+    folders: int
+    found: int
+    staged: int
+    skipped: int
+    failed: int
+    bytes: int
+    flags_refreshed: int = 0
+    empty_folders: tuple[str, ...] = ()
+    replanned_folders: tuple[str, ...] = ()
+    ics_exported: int = 0
+    vcf_exported: int = 0
+    properties_only: int = 0  # groupware items kept only as messages (scalix-properties)
+    no_message_store: bool = False
+    item_errors: tuple[ItemProblem, ...] = ()
+
+
+@dataclass
+class _Tally:
+    folders: int = 0
+    found: int = 0
+    staged: int = 0
+    skipped: int = 0
+    failed: int = 0
+    bytes: int = 0
+    flags_refreshed: int = 0
+    ics: int = 0
+    vcf: int = 0
+    properties_only: int = 0
+    empty: list[str] = field(default_factory=list)
+    replanned: list[str] = field(default_factory=list)
+    problems: list[ItemProblem] = field(default_factory=list)
+
+    def result(self, user: str, phase: Phase, *, no_store: bool = False) -> ExtractResult:
+        return ExtractResult(
+            user=user,
+            phase=phase,
+            folders=self.folders,
+            found=self.found,
+            staged=self.staged,
+            skipped=self.skipped,
+            failed=self.failed,
+            bytes=self.bytes,
+            flags_refreshed=self.flags_refreshed,
+            empty_folders=tuple(self.empty),
+            replanned_folders=tuple(self.replanned),
+            ics_exported=self.ics,
+            vcf_exported=self.vcf,
+            properties_only=self.properties_only,
+            no_message_store=no_store,
+            item_errors=tuple(self.problems),
+        )
+
+
+def select_folders(found: Sequence[SourceFolder], options: FolderOptions) -> list[SourceFolder]:
+    """Selectable folders whose decoded name passes include (if any) and not exclude."""
+
+    def hit(name: str, patterns: Sequence[str]) -> bool:
+        return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+    return [
+        f
+        for f in found
+        if f.selectable
+        and (not options.include or hit(f.name, options.include))
+        and not hit(f.name, options.exclude)
+    ]
+
+
+def _headers(body: bytes) -> tuple[str | None, str | None]:
+    """(Message-ID, X-Scalix-Class) read from the header block only."""
+    end = body.find(b"\r\n\r\n")
+    if end < 0:
+        end = body.find(b"\n\n")
+    head = body if end < 0 else body[: end + 2]
+    msg = BytesHeaderParser(policy=compat32).parsebytes(head)
+    mid, cls = msg.get("Message-ID"), msg.get("X-Scalix-Class")
+    return (
+        str(mid).strip() or None if mid is not None else None,
+        str(cls).strip() or None if cls is not None else None,
+    )
+
+
+def item_class_of(scalix_class: str | None, folder_class: str | None) -> ItemClass:
+    """X-Scalix-Class first (the item's own class), the folder's X-FolderClass second."""
+    if scalix_class:
+        low = scalix_class.lower()
+        for prefix, item in _CLASS_BY_PREFIX:
+            if low.startswith(prefix):
+                return item
+        return ItemClass.mail
+    return _CLASS_BY_FOLDER.get((folder_class or "").lower(), ItemClass.mail)
+
+
+def _placeholder(uidvalidity: int, uid: int) -> str:
+    return f"unfetched-{uidvalidity}-{uid}"
+
+
+class _FolderRun:
+    """Extract one folder: plan, fetch, stage, record. Holds no more than one batch."""
+
+    def __init__(
+        self,
+        cfg: TenantConfig,
+        journal: Journal,
+        user: ScalixUser,
+        mbox: ScalixMailbox,
+        store: StagingStore,
+        tally: _Tally,
+    ) -> None:
+        self.cfg, self.journal, self.user, self.mbox = cfg, journal, user, mbox
+        self.store, self.tally = store, tally
+        msg = cfg.options.messages
+        self.since = date.fromisoformat(msg.since) if msg.since else None
+        self.before = date.fromisoformat(msg.before) if msg.before else None
+
+    def _excluded(self, info: MessageInfo) -> tuple[str | None, str] | None:
+        """(code, detail) when a message is filtered out before fetching, else None."""
+        day = info.internaldate.date()
+        if (self.since and day < self.since) or (self.before and day >= self.before):
+            return None, f"INTERNALDATE {info.internaldate.isoformat()} outside since/before"
+        limit = self.cfg.options.messages.max_size_bytes
+        if limit is not None and info.size > limit:
+            return "SXM-IMAP-006", f"{info.size} bytes > max_size_bytes {limit}"
+        return None
+
+    def run(self, folder: SourceFolder, known_uidvalidity: int | None) -> None:
+        tenant, key = self.cfg.tenant, self.user.key
+        uidvalidity, exists = self.mbox.examine(folder)
+        if known_uidvalidity is not None and known_uidvalidity != uidvalidity:
+            self.tally.replanned.append(folder.name)
+        cursor = self.journal.open_folder(tenant, key, folder, uidvalidity, source_count=exists)
+        self.tally.folders += 1
+        if exists == 0:
+            self.tally.empty.append(folder.name)
+        if cursor.highest_uid > 0 and exists > 0:
+            current = self.mbox.flags(folder, cursor.highest_uid)
+            self.tally.flags_refreshed += self.journal.update_flags(
+                tenant, key, folder.name, uidvalidity, current
+            )
+        uids = self.mbox.uids_above(folder, cursor.highest_uid) if exists else []
+        self.tally.found += len(uids)
+        for start in range(0, len(uids), META_CHUNK):
+            infos = list(self.mbox.message_info(folder, uids[start : start + META_CHUNK]))
+            cursor = self._planned(folder, cursor, infos)
+
+    def _planned(
+        self, folder: SourceFolder, cursor: FolderCursor, infos: list[MessageInfo]
+    ) -> FolderCursor:
+        """Cut ``infos`` into batches (fetched and filtered together, in UID order)."""
+        imap = self.cfg.source.imap
+        segment: list[MessageInfo] = []
+        count = size = 0
+        for info in infos:
+            fetch = self._excluded(info) is None
+            if (
+                fetch
+                and segment
+                and (
+                    count >= imap.fetch_batch_messages or size + info.size > imap.fetch_batch_bytes
+                )
+            ):
+                cursor = self._record(folder, cursor, segment)
+                segment, count, size = [], 0, 0
+            segment.append(info)
+            if fetch:
+                count, size = count + 1, size + info.size
+        if segment:
+            cursor = self._record(folder, cursor, segment)
+        return cursor
+
+    def _record(
+        self, folder: SourceFolder, cursor: FolderCursor, segment: list[MessageInfo]
+    ) -> FolderCursor:
+        entries: list[LedgerEntry] = []
+        errors: dict[int, tuple[str | None, str]] = {}
+        to_fetch = [i for i in segment if self._excluded(i) is None]
+        fetched: dict[int, FetchedMessage | FetchFailure] = {}
+        for batch in self.mbox.fetch(folder, to_fetch):
+            fetched.update((r.uid, r) for r in batch)
+        for info in segment:
+            result = fetched.get(info.uid)
+            if isinstance(result, FetchedMessage):
+                entries.append(self._staged(folder, cursor, result))
+                continue
+            excluded = self._excluded(info)
+            if excluded is not None:
+                state, (code, detail) = LoadState.skipped, excluded
+                self.tally.skipped += 1
+            else:
+                reason = result.reason if result is not None else "not returned"
+                state, code, detail = LoadState.failed, "SXM-IMAP-004", reason
+                self.tally.failed += 1
+            entries.append(self._unstaged(folder, cursor, info, state))
+            errors[info.uid] = (code, detail)
+            if code is not None:
+                self.tally.problems.append(ItemProblem(folder.name, info.uid, code, detail))
+        cursor = self.journal.record_batch(
+            self.cfg.tenant, self.user.key, cursor, entries, max(i.uid for i in segment)
+        )
+        self.journal.set_item_errors(
+            self.cfg.tenant, self.user.key, folder.name, cursor.uidvalidity, errors
+        )
+        return cursor
+
+    def _unstaged(
+        self, folder: SourceFolder, cursor: FolderCursor, info: MessageInfo, state: LoadState
+    ) -> LedgerEntry:
+        return LedgerEntry(
+            folder=folder.name,
+            uidvalidity=cursor.uidvalidity,
+            uid=info.uid,
+            sha256=_placeholder(cursor.uidvalidity, info.uid),
+            size=info.size,
+            internaldate=info.internaldate,
+            flags=info.flags,
+            message_id=None,
+            load_state=state,
+        )
+
+    def _staged(
+        self, folder: SourceFolder, cursor: FolderCursor, msg: FetchedMessage
+    ) -> LedgerEntry:
+        digest = self.store.put(msg.body)
+        message_id, scalix_class = _headers(msg.body)
+        item = item_class_of(scalix_class, folder.folder_class)
+        outcome = groupware.export_item(
+            msg.body, sha256=digest, item_class=item, folder=folder.name, user_root=self.store.root
+        )
+        if outcome is groupware.GroupwareOutcome.ics:
+            self.tally.ics += 1
+        elif outcome is groupware.GroupwareOutcome.vcf:
+            self.tally.vcf += 1
+        elif outcome is groupware.GroupwareOutcome.properties_only:
+            self.tally.properties_only += 1
+        state = LoadState.staged
+        if self.cfg.options.messages.skip_deleted and "\\Deleted" in msg.flags:
+            state = LoadState.skipped
+            self.tally.skipped += 1
+        else:
+            self.tally.staged += 1
+        self.tally.bytes += msg.size
+        return LedgerEntry(
+            folder=folder.name,
+            uidvalidity=cursor.uidvalidity,
+            uid=msg.uid,
+            sha256=digest,
+            size=msg.size,
+            internaldate=msg.internaldate,
+            flags=msg.flags,
+            message_id=message_id,
+            item_class=item,
+            load_state=state,
+        )
+
+
+MailboxFactory = Callable[[TenantConfig, ScalixUser], ScalixMailbox]
+
+
+def extract_user(
+    cfg: TenantConfig,
+    journal: Journal,
+    user: ScalixUser,
+    *,
+    phase: Phase = "full",
+    mailbox: MailboxFactory = ScalixMailbox,
+) -> ExtractResult:
+    """Extract one user's mailbox into the staging store and the journal (see module doc).
+
+    Raises :class:`UserError` (login refused, LIST failed) or :class:`TransientError`
+    (network); a rerun after either resumes from the folder cursors. ``mailbox`` is the
+    adapter factory (a seam for tests that wrap the real adapter).
+    """
+    store = StagingStore(cfg.options.staging_dir, cfg.tenant, user.key)
+    conc = cfg.options.concurrency
+    limiter = limiter_for(
+        cfg.source.imap_host,
+        connections=conc.connections_per_server,
+        connects_per_second=conc.connects_per_second,
+    )
+    tally = _Tally()
+    known = {
+        str(r["folder"]): int(r["uidvalidity"]) for r in journal.folder_rows(cfg.tenant, user.key)
+    }
+    try:
+        with (
+            limiter.connection(wait_s=cfg.source.imap.timeout_s * 10, user=user.key),
+            mailbox(cfg, user) as mbox,
+        ):
+            run = _FolderRun(cfg, journal, user, mbox, store, tally)
+            for folder in select_folders(mbox.list_folders(), cfg.options.folders):
+                try:
+                    run.run(folder, known.get(folder.name))
+                except ItemError as err:
+                    log.warning("%s", err)
+                    tally.problems.append(ItemProblem(folder.name, None, err.code, err.message))
+    except UserError as err:
+        if err.code == "SXM-IMAP-002" and user.has_message_store is False:
+            log.info("user %s has no message store: extracted as an empty mailbox", user.key)
+            return tally.result(user.key, phase, no_store=True)
+        raise
+    return tally.result(user.key, phase)
