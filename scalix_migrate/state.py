@@ -478,7 +478,7 @@ class Journal:
                         uid=e.uid,
                         sha256=e.sha256,
                         size=e.size,
-                        internaldate=e.internaldate,
+                        internaldate=e.internaldate.astimezone(UTC),  # SQLite keeps no zone
                         flags=flags_to_text(e.flags),
                         message_id=e.message_id,
                         item_class=e.item_class.value,
