@@ -1,0 +1,229 @@
+"""Verify one user: the ledger's loaded messages against what the destination holds.
+
+Per destination folder (every folder the load mapped, and every folder a loaded row names):
+
+* ledger rows are matched to destination messages by the recorded destination id, then by
+  SHA-256 (where the destination gives the bytes back: all three sinks here), then by
+  Message-ID + size;
+* an unmatched ledger row is ``missing``; an unmatched destination message is ``extra``;
+* a matched pair whose bytes (or, without bytes, size) differ is ``changed`` (the detail says
+  when only the line endings differ, which some servers normalise to CRLF);
+* ``flags``: the mapped source flags (:mod:`scalix_migrate.flags`) differ from the
+  destination's, ``\\Recent`` ignored;
+* ``date``: the INTERNALDATE instants differ (time zones are not compared: servers may keep
+  only the instant).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from scalix_migrate.config import TenantConfig
+from scalix_migrate.destinations.base import Destination, DestinationMessage, open_destination
+from scalix_migrate.flags import comparable, map_flags
+from scalix_migrate.records import LedgerEntry, LoadState, ScalixUser
+from scalix_migrate.staging import StagingStore
+from scalix_migrate.state import Journal
+
+_Pair = tuple[LedgerEntry, DestinationMessage]
+DifferenceKind = Literal["missing", "extra", "changed", "flags", "date"]
+
+
+@dataclass(frozen=True)
+class Difference:
+    kind: DifferenceKind
+    dest_folder: str
+    folder: str | None  # source folder, when a ledger row is concerned
+    uid: int | None  # source UID
+    dest_id: str | None
+    detail: str
+
+
+@dataclass(frozen=True)
+class FolderVerification:
+    dest_folder: str
+    expected: int
+    found: int
+    missing: int
+    extra: int
+    changed: int
+    flags: int
+    dates: int
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.extra or self.changed or self.flags or self.dates)
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    user: str
+    folders: tuple[FolderVerification, ...]
+    differences: tuple[Difference, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.differences
+
+
+def verify_user(
+    cfg: TenantConfig,
+    journal: Journal,
+    user: ScalixUser,
+    *,
+    destination: Callable[[TenantConfig, ScalixUser], Destination] = open_destination,
+) -> VerifyResult:
+    """Compare every loaded ledger row of ``user`` with the destination."""
+    tenant, key = cfg.tenant, user.key
+    store = StagingStore(cfg.options.staging_dir, tenant, key)
+    expected: dict[str, list[LedgerEntry]] = defaultdict(list)
+    for e in journal.entries(tenant, key, states=[LoadState.loaded]):
+        if e.dest_folder is not None:
+            expected[e.dest_folder].append(e)
+    for row in journal.folder_rows(tenant, key):
+        if row.get("dest_folder"):
+            expected.setdefault(row["dest_folder"], [])
+    folders: list[FolderVerification] = []
+    diffs: list[Difference] = []
+    with destination(cfg, user) as dest:
+        present = set(dest.list_folders())
+        for dest_folder in sorted(expected):
+            held = list(dest.messages(dest_folder)) if dest_folder in present else []
+            found = compare_folder(cfg, dest, store, dest_folder, expected[dest_folder], held, key)
+            diffs.extend(found)
+            kinds = [d.kind for d in found]
+            folders.append(
+                FolderVerification(
+                    dest_folder=dest_folder,
+                    expected=len(expected[dest_folder]),
+                    found=len(held),
+                    missing=kinds.count("missing"),
+                    extra=kinds.count("extra"),
+                    changed=kinds.count("changed"),
+                    flags=kinds.count("flags"),
+                    dates=kinds.count("date"),
+                )
+            )
+    return VerifyResult(key, tuple(folders), tuple(diffs))
+
+
+def _pair(
+    rows: Sequence[LedgerEntry], held: Sequence[DestinationMessage]
+) -> tuple[list[_Pair], list[LedgerEntry], list[DestinationMessage]]:
+    by_id = {m.id: m for m in held}
+    used: set[str] = set()
+    pairs: list[_Pair] = []
+    left: list[LedgerEntry] = []
+    for e in rows:
+        m = by_id.get(e.dest_uid) if e.dest_uid is not None else None
+        if m is not None and m.id not in used:
+            pairs.append((e, m))
+            used.add(m.id)
+        else:
+            left.append(e)
+    for key_of_row, key_of_msg in (
+        (lambda e: e.sha256, lambda m: m.sha256),
+        (
+            lambda e: (e.message_id, e.size) if e.message_id else None,
+            lambda m: (m.message_id, m.size) if m.message_id else None,
+        ),
+    ):
+        pool: dict[object, list[DestinationMessage]] = defaultdict(list)
+        for m in held:
+            k = key_of_msg(m)
+            if m.id not in used and k is not None:
+                pool[k].append(m)
+        still: list[LedgerEntry] = []
+        for e in left:
+            k = key_of_row(e)
+            candidates = pool.get(k) if k is not None else None
+            if candidates:
+                m = candidates.pop(0)
+                pairs.append((e, m))
+                used.add(m.id)
+            else:
+                still.append(e)
+        left = still
+    return pairs, left, [m for m in held if m.id not in used]
+
+
+def compare_folder(
+    cfg: TenantConfig,
+    dest: Destination,
+    store: StagingStore,
+    dest_folder: str,
+    rows: Sequence[LedgerEntry],
+    held: Iterable[DestinationMessage],
+    user_key: str,
+) -> list[Difference]:
+    """The differences of one folder (see the module docstring)."""
+    pairs, missing, extra = _pair(rows, list(held))
+    out = [
+        Difference("missing", dest_folder, e.folder, e.uid, e.dest_uid, "not in the destination")
+        for e in missing
+    ]
+    out += [
+        Difference("extra", dest_folder, None, None, m.id, f"not in the ledger ({m.size} bytes)")
+        for m in extra
+    ]
+    table = cfg.options.flags.map
+    for e, m in pairs:
+        if m.sha256 is not None and m.sha256 != e.sha256:
+            out.append(
+                Difference(
+                    "changed",
+                    dest_folder,
+                    e.folder,
+                    e.uid,
+                    m.id,
+                    _how_changed(store, e, m, user_key),
+                )
+            )
+        elif m.sha256 is None and m.size != e.size:
+            out.append(
+                Difference(
+                    "changed", dest_folder, e.folder, e.uid, m.id, f"size {e.size} became {m.size}"
+                )
+            )
+        want = comparable(
+            map_flags(e.flags, table, keywords_allowed=dest.layout.keywords_allowed).flags
+        )
+        have = comparable(m.flags)
+        if want != have:
+            out.append(
+                Difference(
+                    "flags",
+                    dest_folder,
+                    e.folder,
+                    e.uid,
+                    m.id,
+                    f"expected {sorted(want)}, found {sorted(have)}",
+                )
+            )
+        if m.internaldate is not None and int(m.internaldate.timestamp()) != int(
+            e.internaldate.timestamp()
+        ):
+            out.append(
+                Difference(
+                    "date",
+                    dest_folder,
+                    e.folder,
+                    e.uid,
+                    m.id,
+                    f"expected {e.internaldate.isoformat()}, found {m.internaldate.isoformat()}",
+                )
+            )
+    return out
+
+
+def _how_changed(store: StagingStore, e: LedgerEntry, m: DestinationMessage, key: str) -> str:
+    if store.has(e.sha256):
+        body = store.get(e.sha256, user=key)
+        crlf = body.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+        if hashlib.sha256(crlf).hexdigest() == m.sha256:
+            return "line endings only: the destination normalised them to CRLF"
+    return f"bytes differ (size {e.size} -> {m.size})"
