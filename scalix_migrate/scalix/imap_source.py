@@ -24,7 +24,7 @@ import ssl
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from types import TracebackType
 from typing import Any
 
@@ -90,6 +90,14 @@ def _astring(value: str) -> tuple[bytes, bytes | None]:
 
 def _text(data: Sequence[object]) -> str:
     return b" ".join(d for d in data if isinstance(d, bytes)).decode("utf-8", "replace")
+
+
+def _aware(value: datetime) -> datetime:
+    """imapclient's FixedOffset -> datetime.timezone (plain, picklable, comparable)."""
+    offset = value.utcoffset()
+    if offset is None:
+        raise ValueError(f"INTERNALDATE without a zone: {value!r}")
+    return value.replace(tzinfo=timezone(offset))
 
 
 def _decode_flags(flags: Iterable[bytes | str]) -> frozenset[str]:
@@ -324,8 +332,9 @@ class ScalixMailbox:
         with self._guard(folder=folder):
             response = self.client.fetch(list(uids), items)
         wanted = set(uids)
-        # Unsolicited FETCH responses for other UIDs (flag updates) are ignored.
-        return {int(k): v for k, v in response.items() if int(k) in wanted and b"UID" in v}
+        # imapclient keys answers by UID; unsolicited FETCH responses (flag updates from other
+        # sessions) carry only FLAGS and are ignored.
+        return {int(k): v for k, v in response.items() if int(k) in wanted and b"RFC822.SIZE" in v}
 
     def message_info(self, folder: SourceFolder, uids: Sequence[int]) -> Iterator[MessageInfo]:
         """Size, flags and INTERNALDATE of ``uids``, in chunks of META_CHUNK."""
@@ -341,7 +350,7 @@ class ScalixMailbox:
                     uid=uid,
                     size=int(item.get(b"RFC822.SIZE", 0)),
                     flags=_decode_flags(item.get(b"FLAGS", ())),
-                    internaldate=item[b"INTERNALDATE"],
+                    internaldate=_aware(item[b"INTERNALDATE"]),
                 )
 
     def flags(self, folder: SourceFolder, up_to_uid: int) -> dict[int, frozenset[str]]:
@@ -394,7 +403,7 @@ class ScalixMailbox:
                 FetchedMessage(
                     uid=info.uid,
                     flags=_decode_flags(item.get(b"FLAGS", ())),
-                    internaldate=item.get(b"INTERNALDATE", info.internaldate),
+                    internaldate=_aware(item.get(b"INTERNALDATE", info.internaldate)),
                     size=len(body),
                     body=body,
                 )
