@@ -68,12 +68,14 @@ def test_captured_scalix_list_lines_parse_with_equals_attributes() -> None:
     sent = by_name["Sent Items"]
     assert sent.special is SpecialFolder.sent
     assert "\\X-DirectRef=00011a035dc33e08" in sent.attributes
-    assert sent.delimiter == "/" and sent.selectable
+    assert sent.delimiter == "/"
+    assert sent.selectable
     assert by_name["INBOX"].special is SpecialFolder.inbox
     cyr = by_name["парпа_па777рпар_вап"]
     assert cyr.raw_name == "&BD8EMARABD8EMA-_&BD8EMA-777&BEAEPwQwBEA-_&BDIEMAQ,-"
     cal = by_name["Calendar"]
-    assert cal.folder_class == "IPF.Appointment" and cal.special is SpecialFolder.calendar
+    assert cal.folder_class == "IPF.Appointment"
+    assert cal.special is SpecialFolder.calendar
 
 
 def test_shared_roots_are_left_out_unless_configured() -> None:
@@ -171,10 +173,12 @@ def test_refused_login_is_a_user_error_naming_the_user_not_the_secret(
         with pytest.raises(UserError) as info, ScalixMailbox(cfg, USER):
             pass
     err = info.value
-    assert err.code == "SXM-IMAP-002" and err.user == "kim.lee@example.test"
+    assert err.code == "SXM-IMAP-002"
+    assert err.user == "kim.lee@example.test"
     assert "LOGIN failure, user name or password rejected" in str(err)
     assert "Kim Lee" in str(err)
-    assert "sup3r secret" not in str(err) and "sup3r secret" not in caplog.text
+    assert "sup3r secret" not in str(err)
+    assert "sup3r secret" not in caplog.text
     assert b'LOGIN "mboxadmin:Scalix Admin:kim.lee@example.test" "sup3r secret"' in b" ".join(
         server.commands
     )
@@ -209,7 +213,8 @@ def test_examine_fetch_normalises_scalix_flags_and_dates(tmp_path: Path) -> None
         cfg = make_cfg(tmp_path, server.port)
         with ScalixMailbox(cfg, USER) as mbox:
             folders = {f.name: f for f in mbox.list_folders()}
-            assert "Other Users" not in folders and "Public Folders/Team" not in folders
+            assert "Other Users" not in folders
+            assert "Public Folders/Team" not in folders
             inbox = folders["INBOX"]
             assert mbox.examine(inbox) == (42, 3)
             assert server.readonly, "folders must be opened with EXAMINE"
@@ -219,7 +224,8 @@ def test_examine_fetch_normalises_scalix_flags_and_dates(tmp_path: Path) -> None
             got = [m for batch in mbox.fetch(inbox, infos) for m in batch]
     assert all(isinstance(m, FetchedMessage) for m in got)
     first, second, third = got
-    assert isinstance(first, FetchedMessage) and isinstance(third, FetchedMessage)
+    assert isinstance(first, FetchedMessage)
+    assert isinstance(third, FetchedMessage)
     assert first.flags == frozenset({"\\Seen", "$Forwarded", "\\X-Forwarded"})
     assert isinstance(second, FetchedMessage)
     assert second.flags == frozenset({"\\Seen", "\\X-Has-Attach", "X-Scalix-Processed"})
@@ -228,7 +234,8 @@ def test_examine_fetch_normalises_scalix_flags_and_dates(tmp_path: Path) -> None
         2017, 3, 22, 7, 35, 48, tzinfo=timezone(timedelta(hours=-4))
     )
     assert third.internaldate.astimezone(UTC) == datetime(2020, 1, 1, 22, 59, 59, tzinfo=UTC)
-    assert first.body == _mail(1) and first.size == len(_mail(1))
+    assert first.body == _mail(1)
+    assert first.size == len(_mail(1))
     assert not any(b"BODY[]" in c.replace(b"BODY.PEEK[]", b"") for c in server.commands)
 
 
@@ -251,7 +258,8 @@ def test_a_message_the_server_refuses_is_a_fetch_failure_and_the_rest_arrive(
         "FetchFailure",
     ]
     failure = got[1]
-    assert isinstance(failure, FetchFailure) and "cannot be read" in failure.reason
+    assert isinstance(failure, FetchFailure)
+    assert "cannot be read" in failure.reason
 
 
 def test_batches_are_bounded_by_count_and_bytes() -> None:
@@ -281,7 +289,8 @@ def test_limiter_caps_concurrent_connections() -> None:
         t.start()
     for t in threads:
         t.join(10)
-    assert peak == 2 and limiter.in_use == 0
+    assert peak == 2
+    assert limiter.in_use == 0
 
 
 def test_limiter_spaces_connects_and_times_out() -> None:
@@ -299,12 +308,16 @@ def test_limiter_spaces_connects_and_times_out() -> None:
         with limiter.connection():
             pass
     assert slept == pytest.approx([0.25, 0.25])
-    with limiter.connection(), pytest.raises(TransientError, match="no free IMAP connection slot"):
-        with limiter.connection(wait_s=0.01):
-            pass
+    with (
+        limiter.connection(),
+        pytest.raises(TransientError, match="no free IMAP connection slot"),
+        limiter.connection(wait_s=0.01),
+    ):
+        pass
 
 
 def test_registry_returns_one_limiter_per_host() -> None:
     a = limiter_for("Scalix.Example.Test", connections=3, connects_per_second=2)
     b = limiter_for("scalix.example.test", connections=9, connects_per_second=9)
-    assert a is b and a.connections == 3
+    assert a is b
+    assert a.connections == 3
