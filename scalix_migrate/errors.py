@@ -123,6 +123,27 @@ _CODES = [
         "verification mismatch",
         "See the per-message differences in the report; rerun the user to repair.",
     ),
+    # preflight and restart-service
+    Code(
+        "SXM-PRE-001",
+        "blocking preflight finding",
+        "Fix the findings listed by scalix-migrate preflight (each has its remedy), then rerun.",
+    ),
+    Code(
+        "SXM-SVC-001",
+        "Scalix services did not come back",
+        "Check the services named with omstat -a and the Scalix logs; start them by hand.",
+    ),
+    Code(
+        "SXM-SVC-002",
+        "lock-out or undo command failed",
+        "Run the command shown by hand; then scalix-migrate unlock FILE to undo the rest.",
+    ),
+    Code(
+        "SXM-SVC-003",
+        "the restart command failed",
+        "Run service.restart_command by hand on the Scalix host and read its output.",
+    ),
     # users and state
     Code("SXM-USR-001", "user not found", "Check the name in options.users or the server names."),
     Code("SXM-USR-002", "user has no message store", "Not an error: migrated as an empty mailbox."),
