@@ -1,0 +1,667 @@
+"""preflight-validate: prove, before anything moves, that the selected users will migrate.
+
+``run_preflight(cfg, discovery)`` runs every check and returns a :class:`PreflightReport`; it
+raises nothing for a finding (a check that cannot run is itself a finding). Each finding has a
+stable code from :data:`PREFLIGHT_CODES` (the README prints the catalogue), a severity —
+``blocking`` (nothing may move), ``exclude-user`` (this user is left out of the run) or
+``warning`` — the user it concerns, a message, and the remedy the operator can apply.
+
+Checks: SSH reachable and host key good, admin commands runnable and understood; the admin is a
+full administrator and holds mboxadmin; the test user exists, is named by its primary address
+and opens read-only over IMAP through the mboxadmin login (folders listed, one header fetched
+with BODY.PEEK); per user: an address, export identity = primary address (CloudM's M0022),
+message store, lock state, folder names containing ``/`` or ``\\``; sessions open now;
+TLS verified or knowingly disabled; concurrency within Scalix's limits; the destination
+(see :mod:`scalix_migrate.preflight_destination`); free space in the staging directory.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from imapclient.exceptions import IMAPClientError
+
+from scalix_migrate.config import TenantConfig, TLSMode
+from scalix_migrate.discovery import Discovery, discover_users, matches
+from scalix_migrate.errors import FatalError, MigrationError, PreflightError, TransientError
+from scalix_migrate.records import ScalixUser
+from scalix_migrate.scalix.admin import ScalixAdmin
+from scalix_migrate.scalix.imap_login import login_identity, mboxadmin_session
+from scalix_migrate.scalix.parsers import parse_sessions
+
+log = logging.getLogger(__name__)
+
+# Scalix's installer defaults (scalix.md §1.1).
+SCALIX_CONNECTION_LIMIT = 500
+SCALIX_CONNECT_RATE_LIMIT = 10.0
+SCALIX_SIGNONS_PER_USER = 54
+SOURCE_SESSIONS_PER_USER = 1  # extract reads one user over one IMAP session at a time
+NAMESPACE_ROOTS = {"other users", "public folders"}
+MAX_UNPARSED_FINDINGS = 50
+
+
+class Severity(StrEnum):
+    blocking = "blocking"
+    exclude_user = "exclude-user"
+    warning = "warning"
+
+
+@dataclass(frozen=True)
+class PreflightCode:
+    code: str
+    severity: Severity
+    title: str
+    remedy: str
+
+
+B, X, W = Severity.blocking, Severity.exclude_user, Severity.warning
+_CODES = [
+    PreflightCode("PF-SSH-001", B, "SSH unreachable", "Check source.ssh.host/port and sshd."),
+    PreflightCode(
+        "PF-SSH-002",
+        B,
+        "SSH host key unknown",
+        "Verify the fingerprint shown, then pin it in source.ssh.host_key_fingerprint.",
+    ),
+    PreflightCode(
+        "PF-SSH-003", B, "SSH host key changed", "Find out why the key changed; then re-pin it."
+    ),
+    PreflightCode(
+        "PF-SSH-004", B, "SSH login refused", "Check source.ssh.user and its key or password."
+    ),
+    PreflightCode(
+        "PF-SSH-005",
+        B,
+        "admin commands not runnable",
+        "Run the command shown on the Scalix host; fix source.ssh.bin_dir, sudo or the template.",
+    ),
+    PreflightCode(
+        "PF-SSH-006",
+        W,
+        "admin output line not understood",
+        "Check the line; override the command template in source.ssh.commands if needed.",
+    ),
+    PreflightCode(
+        "PF-SSH-007",
+        X,
+        "admin command failed for a user",
+        "Run the command shown by hand; the user is left out until it works.",
+    ),
+    PreflightCode(
+        "PF-ADM-001", B, "admin user not found", "Set source.admin_user to an existing Scalix user."
+    ),
+    PreflightCode(
+        "PF-ADM-002",
+        B,
+        "admin is not a full administrator",
+        "SAC → the admin user → Advanced tab → tick 'Is full administrator'.",
+    ),
+    PreflightCode(
+        "PF-ADM-003",
+        B,
+        "admin lacks mboxadmin",
+        "As root on the Scalix host: /opt/scalix/bin/ommodu -o ADMIN -c +mboxadmin",
+    ),
+    PreflightCode(
+        "PF-TST-001",
+        B,
+        "test user not found",
+        "Set source.test_user to the primary address of a real user (not the admin).",
+    ),
+    PreflightCode(
+        "PF-TST-002",
+        B,
+        "test user given by an alias",
+        "Set source.test_user to the user's primary address (the first Internet Address).",
+    ),
+    PreflightCode(
+        "PF-TST-003",
+        B,
+        "mboxadmin login refused",
+        "Check source.admin_password and that the admin holds mboxadmin.",
+    ),
+    PreflightCode(
+        "PF-TST-004",
+        B,
+        "test mailbox not readable",
+        "Open the test user's mailbox in a mail client as mboxadmin:<admin>:<user>.",
+    ),
+    PreflightCode(
+        "PF-IMAP-001", B, "source IMAP unreachable", "Check source.imap.host/port and tls."
+    ),
+    PreflightCode(
+        "PF-TLS-001",
+        W,
+        "source TLS disabled or unverified",
+        "Use tls: implicit/starttls with verify_certificate: true where the network allows.",
+    ),
+    PreflightCode(
+        "PF-TLS-002",
+        B,
+        "source TLS certificate not trusted",
+        "Give source.imap.ca_file, or set verify_certificate: false knowingly.",
+    ),
+    PreflightCode(
+        "PF-USR-001",
+        X,
+        "export identity is not the primary address (M0022)",
+        "In SAC move the address shown to the top of the user's e-mail addresses.",
+    ),
+    PreflightCode(
+        "PF-USR-002", X, "user has no e-mail address", "Give the user an address in SAC."
+    ),
+    PreflightCode(
+        "PF-USR-003", W, "user has no message store", "Nothing to do: migrated as empty."
+    ),
+    PreflightCode(
+        "PF-USR-004", W, "user's mail account is locked", "Nothing to do unless it is unexpected."
+    ),
+    PreflightCode(
+        "PF-USR-005",
+        X,
+        "folder name contains / or \\",
+        "Rename the folder named in the message (in Outlook or SWA), then rerun preflight.",
+    ),
+    PreflightCode(
+        "PF-USR-006",
+        X,
+        "user's folders could not be listed",
+        "Open the mailbox as mboxadmin:<admin>:<user> by hand to see why.",
+    ),
+    PreflightCode(
+        "PF-SEL-001",
+        W,
+        "include pattern matched no user",
+        "Fix options.users.include (names, addresses or fnmatch patterns).",
+    ),
+    PreflightCode(
+        "PF-SEL-002", W, "no user selected", "Check source.server_names and options.users."
+    ),
+    PreflightCode(
+        "PF-SES-001",
+        W,
+        "user connected now",
+        "Ask the user to log off, or use service.restart with a lock-out before cutover.",
+    ),
+    PreflightCode(
+        "PF-CON-001",
+        B,
+        "too many connections for Scalix",
+        f"Keep options.concurrency.connections_per_server ≤ {SCALIX_CONNECTION_LIMIT}.",
+    ),
+    PreflightCode(
+        "PF-CON-002",
+        B,
+        "connect rate above Scalix's limit",
+        f"Keep options.concurrency.connects_per_second ≤ {SCALIX_CONNECT_RATE_LIMIT:g}.",
+    ),
+    PreflightCode(
+        "PF-CON-003",
+        B,
+        "sign-ons per user above Scalix's limit",
+        f"Keep the sessions per user ≤ {SCALIX_SIGNONS_PER_USER} (MAX_SIGNON_PER_USER).",
+    ),
+    PreflightCode(
+        "PF-CON-004",
+        W,
+        "more users in parallel than connections",
+        "Lower options.concurrency.users or raise connections_per_server.",
+    ),
+    PreflightCode(
+        "PF-DST-001", B, "destination unreachable", "Check destination.host/port and tls."
+    ),
+    PreflightCode(
+        "PF-DST-002",
+        B,
+        "destination login refused",
+        "Check destination.password/token and login_template for the sample user.",
+    ),
+    PreflightCode(
+        "PF-DST-003",
+        B,
+        "scratch folder cannot be created or removed",
+        "Give the destination account the right to create and delete folders.",
+    ),
+    PreflightCode(
+        "PF-DST-004",
+        X,
+        "destination quota below the Scalix mailbox size",
+        "Raise the user's quota at the destination.",
+    ),
+    PreflightCode(
+        "PF-DST-005",
+        B,
+        "destination path not writable or too full",
+        "Create the directory with write access for the migrator, or free space.",
+    ),
+    PreflightCode(
+        "PF-DST-006",
+        W,
+        "destination TLS disabled or unverified",
+        "Use tls: implicit/starttls with verify_certificate: true.",
+    ),
+    PreflightCode(
+        "PF-STG-001",
+        B,
+        "staging directory not writable or too full",
+        "Free space or point options.staging_dir at a larger disk.",
+    ),
+]
+PREFLIGHT_CODES: dict[str, PreflightCode] = {c.code: c for c in _CODES}
+
+
+@dataclass(frozen=True)
+class Finding:
+    code: str
+    severity: Severity
+    user: str | None
+    message: str
+    remedy: str
+
+
+def finding(
+    code: str, message: str, *, user: str | None = None, remedy: str | None = None
+) -> Finding:
+    spec = PREFLIGHT_CODES[code]
+    return Finding(code, spec.severity, user, message, remedy or spec.remedy)
+
+
+@dataclass
+class PreflightReport:
+    """All findings, and the users they leave in or out."""
+
+    findings: list[Finding] = field(default_factory=list)
+    users: list[ScalixUser] = field(default_factory=list)  # selected by discovery
+
+    @property
+    def blocking(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity is Severity.blocking]
+
+    @property
+    def ok(self) -> bool:
+        return not self.blocking
+
+    @property
+    def excluded_keys(self) -> set[str]:
+        return {
+            f.user.lower()
+            for f in self.findings
+            if f.severity is Severity.exclude_user and f.user is not None
+        }
+
+    @property
+    def eligible_users(self) -> list[ScalixUser]:
+        out = self.excluded_keys
+        return [u for u in self.users if u.key not in out and u.name.lower() not in out]
+
+    def to_rows(self) -> list[dict[str, str]]:
+        """One dict per finding, columns code, severity, user, message, remedy."""
+        return [
+            {
+                "code": f.code,
+                "severity": f.severity.value,
+                "user": f.user or "",
+                "message": f.message,
+                "remedy": f.remedy,
+            }
+            for f in self.findings
+        ]
+
+    def raise_if_blocking(self) -> None:
+        if self.blocking:
+            first = self.blocking[0]
+            raise PreflightError(
+                f"{len(self.blocking)} blocking preflight finding(s), first {first.code}: "
+                f"{first.message}",
+                code=_ERROR_OF.get(first.code, "SXM-PRE-001"),
+                remedy=first.remedy,
+            )
+
+
+_ERROR_OF = {
+    "PF-SSH-001": "SXM-SSH-001",
+    "PF-SSH-002": "SXM-SSH-002",
+    "PF-SSH-003": "SXM-SSH-003",
+    "PF-SSH-004": "SXM-SSH-004",
+    "PF-SSH-005": "SXM-SSH-005",
+    "PF-IMAP-001": "SXM-IMAP-001",
+    "PF-TST-003": "SXM-IMAP-002",
+    "PF-TLS-002": "SXM-IMAP-003",
+    "PF-DST-001": "SXM-DST-001",
+    "PF-DST-002": "SXM-DST-002",
+}
+_SSH_FINDING = {
+    "SXM-SSH-001": "PF-SSH-001",
+    "SXM-SSH-002": "PF-SSH-002",
+    "SXM-SSH-003": "PF-SSH-003",
+    "SXM-SSH-004": "PF-SSH-004",
+}
+
+
+def run_preflight(
+    cfg: TenantConfig,
+    discovery: Discovery | None = None,
+    *,
+    check_folders: bool = True,
+    folder_check_limit: int | None = None,
+) -> PreflightReport:
+    """Run every check; see the module docstring. Never raises for a finding."""
+    from scalix_migrate.preflight_destination import destination_findings, staging_findings
+
+    report = PreflightReport()
+    add = report.findings.extend
+    add(tls_findings(cfg))
+    add(concurrency_findings(cfg))
+    try:
+        with ScalixAdmin(cfg) as admin:
+            if discovery is None:
+                discovery = discover_users(cfg, admin=admin)
+            add(session_findings(cfg, admin, discovery))
+    except (FatalError, TransientError) as exc:
+        add([finding(_SSH_FINDING.get(exc.code, "PF-SSH-001"), exc.message, remedy=exc.remedy)])
+        return report
+    except MigrationError as exc:
+        add([finding("PF-SSH-005", exc.message)])
+        return report
+    report.users = list(discovery.users)
+    add(discovery_findings(discovery))
+    add(admin_findings(cfg, discovery))
+    test_user, found = test_user_findings(cfg, discovery)
+    add(found)
+    for user in discovery.users:
+        add(user_findings(cfg, user))
+    if check_folders:
+        add(folder_findings(cfg, discovery.users, limit=folder_check_limit))
+    sample = test_user or (discovery.users[0] if discovery.users else None)
+    add(destination_findings(cfg, sample, discovery.users))
+    add(staging_findings(cfg, discovery.users))
+    return report
+
+
+# --- configuration-only checks -----------------------------------------------------------
+
+
+def tls_findings(cfg: TenantConfig) -> list[Finding]:
+    imap = cfg.source.imap
+    if imap.tls is TLSMode.none:
+        return [finding("PF-TLS-001", "source.imap.tls is none: mail crosses the network in clear")]
+    if not imap.verify_certificate:
+        return [finding("PF-TLS-001", "source.imap.verify_certificate is false")]
+    return []
+
+
+def concurrency_findings(
+    cfg: TenantConfig, *, sessions_per_user: int = SOURCE_SESSIONS_PER_USER
+) -> list[Finding]:
+    """Configured concurrency against Scalix's limits (scalix.md §1.1)."""
+    c = cfg.options.concurrency
+    out = []
+    if c.connections_per_server > SCALIX_CONNECTION_LIMIT:
+        out.append(
+            finding(
+                "PF-CON-001",
+                f"connections_per_server {c.connections_per_server} > {SCALIX_CONNECTION_LIMIT}",
+            )
+        )
+    if c.connects_per_second > SCALIX_CONNECT_RATE_LIMIT:
+        out.append(
+            finding(
+                "PF-CON-002",
+                f"connects_per_second {c.connects_per_second:g} > {SCALIX_CONNECT_RATE_LIMIT:g}",
+            )
+        )
+    if sessions_per_user > SCALIX_SIGNONS_PER_USER:
+        out.append(
+            finding(
+                "PF-CON-003",
+                f"{sessions_per_user} sessions per user > {SCALIX_SIGNONS_PER_USER}",
+            )
+        )
+    if c.users * sessions_per_user > c.connections_per_server:
+        out.append(
+            finding(
+                "PF-CON-004",
+                f"{c.users} users in parallel need {c.users * sessions_per_user} connections, "
+                f"connections_per_server is {c.connections_per_server}",
+            )
+        )
+    return out
+
+
+# --- admin-command checks ----------------------------------------------------------------
+
+
+def session_findings(
+    cfg: TenantConfig, admin: ScalixAdmin, discovery: Discovery | None = None
+) -> list[Finding]:
+    """Sessions open now (``omstat -u rci -c``), other than the admin's own."""
+    result = admin.run("omstat_sessions")
+    if not result.ok:
+        return [
+            finding(
+                "PF-SSH-005",
+                f"'{admin.command_line('omstat_sessions')}' exited {result.exit_status}: "
+                f"{result.stderr.strip()[:300]}",
+            )
+        ]
+    parsed = parse_sessions(result.stdout)
+    out = [finding("PF-SSH-006", f"omstat_sessions: {line}") for line in parsed.unparsed]
+    for s in parsed.sessions:
+        if s.mentions(cfg.source.admin_user):
+            continue
+        who = s.raw.split("/")[0].strip() or s.raw
+        user = discovery.find(who) if discovery is not None else None
+        if user is not None:
+            who = user.key
+        out.append(finding("PF-SES-001", f"{s.client} session open: {s.raw}", user=who))
+    return out
+
+
+def discovery_findings(discovery: Discovery) -> list[Finding]:
+    out = [finding("PF-SSH-006", line) for line in discovery.unparsed[:MAX_UNPARSED_FINDINGS]]
+    if len(discovery.unparsed) > MAX_UNPARSED_FINDINGS:
+        out.append(
+            finding(
+                "PF-SSH-006",
+                f"… and {len(discovery.unparsed) - MAX_UNPARSED_FINDINGS} more lines not shown",
+            )
+        )
+    keys = {u.name.lower(): u.key for u in discovery.all_users}
+    for f in discovery.failures:
+        out.append(
+            finding(
+                "PF-SSH-007",
+                f"'{f.command}' exited {f.exit_status}: {f.stderr[:300]}",
+                user=keys.get(f.user.lower(), f.user),
+            )
+        )
+    out += [
+        finding("PF-SEL-001", f"options.users.include {p!r} matched no user")
+        for p in discovery.unmatched_includes
+    ]
+    if not discovery.users:
+        out.append(finding("PF-SEL-002", "discovery selected no user"))
+    return out
+
+
+def admin_findings(cfg: TenantConfig, discovery: Discovery) -> list[Finding]:
+    name = cfg.source.admin_user
+    admin = discovery.find(name)
+    if admin is None:
+        return [finding("PF-ADM-001", f"admin user {name!r} is not in omshowu's list")]
+    out = []
+    if admin.full_admin is not True:
+        state = "is not" if admin.full_admin is False else "could not be shown to be"
+        out.append(finding("PF-ADM-002", f"{admin.name} {state} a full administrator"))
+    if "mboxadmin" not in admin.capabilities:
+        bin_dir = cfg.source.ssh.bin_dir.rstrip("/")
+        line = f"{bin_dir}/ommodu -o {shlex.quote(name)} -c +mboxadmin"
+        out.append(
+            finding(
+                "PF-ADM-003",
+                f"{admin.name} lacks the mboxadmin capability",
+                remedy=f"As root on the Scalix host run: {line}",
+            )
+        )
+    return out
+
+
+def test_user_findings(
+    cfg: TenantConfig, discovery: Discovery
+) -> tuple[ScalixUser | None, list[Finding]]:
+    """The test user exists, is named by its primary address, and opens read-only."""
+    given = cfg.source.test_user
+    user = discovery.find(given)
+    if user is None:
+        return None, [finding("PF-TST-001", f"test user {given!r} not found", user=given)]
+    if (user.primary_address or "").lower() != given.lower():
+        return user, [
+            finding(
+                "PF-TST-002",
+                f"{given!r} is an alias of {user.name}, whose primary address is "
+                f"{user.primary_address!r}",
+                user=user.key,
+                remedy=f"Set source.test_user: {user.primary_address}",
+            )
+        ]
+    return user, probe_mailbox(cfg, user)
+
+
+def probe_mailbox(cfg: TenantConfig, user: ScalixUser) -> list[Finding]:
+    """mboxadmin login, LIST, EXAMINE INBOX, one header with BODY.PEEK: all read-only."""
+    target = login_identity(cfg, user)
+    try:
+        with mboxadmin_session(cfg, target) as client:
+            folders = client.list_folders()
+            info = client.select_folder("INBOX", readonly=True)
+            if b"READ-ONLY" not in info:
+                return [
+                    finding("PF-TST-004", "EXAMINE INBOX did not open read-only", user=user.key)
+                ]
+            exists = int(info.get(b"EXISTS", 0))
+            if exists:
+                uids = client.search(["ALL"])
+                got = client.fetch(uids[:1], ["BODY.PEEK[HEADER]"])
+                if not got or not any(b"BODY[HEADER]" in v for v in got.values()):
+                    return [finding("PF-TST-004", "no header came back", user=user.key)]
+            log.info("test mailbox %s: %d folders, INBOX %d messages", target, len(folders), exists)
+    except MigrationError as exc:
+        return [_imap_error_finding(exc, user)]
+    except (IMAPClientError, OSError) as exc:
+        return [finding("PF-TST-004", f"{type(exc).__name__}: {exc}", user=user.key)]
+    return []
+
+
+def _imap_error_finding(exc: MigrationError, user: ScalixUser) -> Finding:
+    code = {
+        "SXM-IMAP-001": "PF-IMAP-001",
+        "SXM-IMAP-002": "PF-TST-003",
+        "SXM-IMAP-003": "PF-TLS-002",
+    }.get(exc.code, "PF-TST-004")
+    return finding(code, exc.message, user=user.key)
+
+
+def user_findings(cfg: TenantConfig, user: ScalixUser) -> list[Finding]:
+    """Per-user facts from discovery: address, M0022, message store, lock."""
+    out = []
+    if not user.addresses:
+        out.append(finding("PF-USR-002", f"{user.name} has no Internet Address", user=user.key))
+    else:
+        exported = _export_identity(cfg, user)
+        if exported is not None and exported.lower() != user.addresses[0].lower():
+            out.append(
+                finding(
+                    "PF-USR-001",
+                    f"{user.name} is exported as {exported!r} but its primary (first) address "
+                    f"is {user.addresses[0]!r}",
+                    user=user.key,
+                    remedy=f"In SAC move {exported} to the top of {user.name}'s addresses "
+                    "(or name the user by its primary address in options.users)",
+                )
+            )
+    if user.has_message_store is False:
+        out.append(finding("PF-USR-003", f"{user.name} has no message store", user=user.key))
+    if user.locked:
+        out.append(finding("PF-USR-004", f"{user.name}'s mail account is locked", user=user.key))
+    return out
+
+
+def _export_identity(cfg: TenantConfig, user: ScalixUser) -> str | None:
+    """The address the user is known by for export, when it is one of its addresses.
+
+    That is the address the account was created with (its authentication ID, when that is an
+    address of the user), or the address the operator named it by in ``options.users.include``.
+    """
+    lowered = [a.lower() for a in user.addresses]
+    for pattern in cfg.options.users.include:
+        if pattern.lower() in lowered and matches(user, pattern):
+            return pattern
+    if user.auth_id and user.auth_id.lower() in lowered:
+        return user.auth_id
+    return None
+
+
+def folder_findings(
+    cfg: TenantConfig, users: Iterable[ScalixUser], *, limit: int | None = None
+) -> list[Finding]:
+    """Folder names containing ``/`` or ``\\``, per user, over the mboxadmin login.
+
+    ``\\`` is visible as such. ``/`` is Scalix's separator, so a name containing it shows up
+    split into levels; Scalix folders are all selectable except the namespace roots, so a
+    ``\\NoSelect`` level with children is reported as a name that contains ``/``.
+    """
+    out: list[Finding] = []
+    interval = 1.0 / min(cfg.options.concurrency.connects_per_second, SCALIX_CONNECT_RATE_LIMIT)
+    last = 0.0
+    checked = 0
+    for user in users:
+        if user.has_message_store is False:
+            continue
+        if limit is not None and checked >= limit:
+            break
+        checked += 1
+        wait = last + interval - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        last = time.monotonic()
+        try:
+            with mboxadmin_session(cfg, login_identity(cfg, user)) as client:
+                listing = client.list_folders()
+        except MigrationError as exc:
+            out.append(finding("PF-USR-006", exc.message, user=user.key))
+            continue
+        except (IMAPClientError, OSError) as exc:
+            out.append(finding("PF-USR-006", f"{type(exc).__name__}: {exc}", user=user.key))
+            continue
+        out += _bad_folder_names(user, [(f, n) for f, _, n in listing])
+    return out
+
+
+def _bad_folder_names(
+    user: ScalixUser, listing: list[tuple[tuple[bytes, ...], str]]
+) -> list[Finding]:
+    out = []
+    names = {n for _, n in listing}
+    for flags, name in listing:
+        lowered = {f.lower() for f in flags}
+        hint = None
+        if "\\" in name:
+            hint = f"folder {name!r} contains '\\'"
+        elif (
+            b"\\noselect" in lowered
+            and name.lower() not in NAMESPACE_ROOTS
+            and any(n.startswith(name + "/") for n in names)
+        ):
+            children = sorted(n for n in names if n.startswith(name + "/"))
+            hint = (
+                f"folder {children[0]!r} looks like one folder whose name contains '/' "
+                f"({name!r} is not a folder of its own)"
+            )
+        if hint:
+            out.append(finding("PF-USR-005", hint, user=user.key))
+    return out
