@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
@@ -44,7 +44,7 @@ from scalix_migrate.destinations.base import (
     message_id_of,
     open_destination,
 )
-from scalix_migrate.errors import ItemError
+from scalix_migrate.errors import ItemError, TransientError
 from scalix_migrate.flags import is_deleted, map_flags
 from scalix_migrate.folders import FolderPlan, SourceFolderInfo, plan_folders
 from scalix_migrate.records import LedgerEntry, LoadState, ScalixUser, SpecialFolder
@@ -54,6 +54,7 @@ from scalix_migrate.state import Journal, messages
 BATCH_MESSAGES = 50
 BATCH_BYTES = 8 << 20
 BUDGET_WINDOW = timedelta(hours=24)
+BATCH_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -143,30 +144,23 @@ def load_user(
 ) -> LoadResult:
     """Load every ``staged``/``appending`` row of ``user`` (see the module docstring)."""
     tenant, key = cfg.tenant, user.key
-    store = StagingStore(cfg.options.staging_dir, tenant, key)
     pending = list(journal.entries(tenant, key, states=[LoadState.staged, LoadState.appending]))
-    counts = _Counts()
-    failures: list[ItemFailure] = []
     with destination(cfg, user) as dest:
         plans = plan_folders(cfg, source_folders(journal, tenant, key, pending), dest.layout)
         created = _create_folders(journal, dest, tenant, key, plans)
-        target = {p.source: p.destination for p in plans}
-        claimed: dict[str, set[str]] = defaultdict(set)
-        for e in journal.entries(tenant, key, states=[LoadState.loaded]):
-            if e.dest_folder and e.dest_uid:
-                claimed[e.dest_folder].add(e.dest_uid)
-        to_append = _reconcile(journal, dest, store, pending, target, claimed, counts, key)
-        stopped = _append_all(cfg, journal, dest, store, to_append, target, counts, failures, key)
-    notes = tuple(f"{p.source}: {n}" for p in plans for n in p.notes)
+        run = _Run(cfg, journal, dest, key, {p.source: p.destination for p in plans})
+        to_append = [e for e in pending if not run.reconciled(e)]
+        stopped = run.append_all(to_append)
+    c = run.counts
     return LoadResult(
-        appended=counts.appended,
-        already_present=counts.already_present,
-        skipped=counts.skipped,
-        failed=counts.failed,
-        bytes=counts.bytes,
+        appended=c.appended,
+        already_present=c.already_present,
+        skipped=c.skipped,
+        failed=c.failed,
+        bytes=c.bytes,
         folders_created=created,
-        folder_notes=notes,
-        item_errors=tuple(failures),
+        folder_notes=tuple(f"{p.source}: {n}" for p in plans for n in p.notes),
+        item_errors=tuple(run.failures),
         stopped_code=stopped,
     )
 
@@ -187,41 +181,6 @@ def _create_folders(
     return created
 
 
-def _reconcile(
-    journal: Journal,
-    dest: Destination,
-    store: StagingStore,
-    pending: Sequence[LedgerEntry],
-    target: dict[str, str | None],
-    claimed: dict[str, set[str]],
-    counts: _Counts,
-    key: str,
-) -> list[LedgerEntry]:
-    """Resolve ``appending`` rows; return the rows still to append, in ledger order."""
-    out: list[LedgerEntry] = []
-    for e in pending:
-        folder = target.get(e.folder)
-        if e.load_state is not LoadState.appending or folder is None:
-            out.append(e)
-            continue
-        body = store.get(e.sha256, user=key)
-        found = dest.find(
-            folder,
-            message_id=message_id_of(body),
-            size=e.size,
-            fingerprint=fingerprint_of(body, e.size),
-            exclude=claimed[folder],
-        )
-        if found is None:
-            out.append(e)
-            continue
-        assert e.id is not None
-        mark_loaded(journal, folder, [(e.id, found)])
-        claimed[folder].add(found)
-        counts.already_present += 1
-    return out
-
-
 def _batches(entries: Sequence[LedgerEntry]) -> Iterator[list[LedgerEntry]]:
     batch: list[LedgerEntry] = []
     size = 0
@@ -239,110 +198,138 @@ def _batches(entries: Sequence[LedgerEntry]) -> Iterator[list[LedgerEntry]]:
         yield batch
 
 
-def _append_all(
-    cfg: TenantConfig,
-    journal: Journal,
-    dest: Destination,
-    store: StagingStore,
-    entries: Sequence[LedgerEntry],
-    target: dict[str, str | None],
-    counts: _Counts,
-    failures: list[ItemFailure],
-    key: str,
-) -> str | None:
-    budget = getattr(cfg.destination, "daily_byte_budget", None)
-    used = 0
-    if budget is not None:
-        since = datetime.now(UTC) - BUDGET_WINDOW
-        used = loaded_bytes_since(journal, cfg.tenant, key, since)
-    limits = [
-        x
-        for x in (cfg.options.messages.max_size_bytes, dest.layout.max_message_size)
-        if x is not None
-    ]
-    max_size = min(limits) if limits else None
-    for batch in _batches(entries):
-        folder = target.get(batch[0].folder)
-        ready: list[LedgerEntry] = []
-        for e in batch:
-            assert e.id is not None
-            if folder is None or (cfg.options.messages.skip_deleted and is_deleted(e.flags)):
-                journal.set_load_state([e.id], LoadState.skipped)
-                counts.skipped += 1
-            elif max_size is not None and e.size > max_size:
-                _fail(
-                    journal,
-                    e,
-                    "SXM-DST-004",
-                    f"message of {e.size} bytes is over the limit of {max_size}",
-                    counts,
-                    failures,
-                )
-            else:
-                ready.append(e)
-        if not ready or folder is None:
-            continue
-        if budget is not None:
-            fits: list[LedgerEntry] = []
-            for e in ready:
-                if used + e.size > budget:
-                    break
-                fits.append(e)
-                used += e.size
-            if len(fits) < len(ready):
-                _append_batch(journal, dest, store, folder, fits, counts, failures, key, cfg)
-                return "SXM-DST-006"
-        _append_batch(journal, dest, store, folder, ready, counts, failures, key, cfg)
-    return None
+class _Run:
+    """The state of one load: counts, failures, and the destination ids already claimed."""
 
+    def __init__(
+        self,
+        cfg: TenantConfig,
+        journal: Journal,
+        dest: Destination,
+        key: str,
+        target: dict[str, str | None],
+    ) -> None:
+        self.cfg, self.journal, self.dest, self.key, self.target = cfg, journal, dest, key, target
+        self.store = StagingStore(cfg.options.staging_dir, cfg.tenant, key)
+        self.counts = _Counts()
+        self.failures: list[ItemFailure] = []
+        self.claimed: dict[str, set[str]] = defaultdict(set)
+        for e in journal.entries(cfg.tenant, key, states=[LoadState.loaded]):
+            if e.dest_folder and e.dest_uid:
+                self.claimed[e.dest_folder].add(e.dest_uid)
 
-def _append_batch(
-    journal: Journal,
-    dest: Destination,
-    store: StagingStore,
-    folder: str,
-    batch: Sequence[LedgerEntry],
-    counts: _Counts,
-    failures: list[ItemFailure],
-    key: str,
-    cfg: TenantConfig,
-) -> None:
-    if not batch:
-        return
-    table = cfg.options.flags.map
-    items = [
-        AppendItem(
-            body=store.get(e.sha256, user=key),
-            flags=map_flags(e.flags, table, keywords_allowed=dest.layout.keywords_allowed).flags,
-            internaldate=e.internaldate,
+    def reconciled(self, e: LedgerEntry) -> bool:
+        """For an ``appending`` row: True (and marked loaded) when the destination has it."""
+        folder = self.target.get(e.folder)
+        if e.load_state is not LoadState.appending or folder is None:
+            return False
+        body = self.store.get(e.sha256, user=self.key)
+        found = self.dest.find(
+            folder,
+            message_id=message_id_of(body),
+            size=e.size,
+            fingerprint=fingerprint_of(body, e.size),
+            exclude=self.claimed[folder],
         )
-        for e in batch
-    ]
-    ids = [e.id for e in batch if e.id is not None]
-    # Committed before the APPEND: a crash from here on leaves rows to reconcile, not to redo.
-    journal.set_load_state(ids, LoadState.appending, dest_folder=folder)
-    results = dest.append_many(folder, items)
-    loaded: list[tuple[int, str | None]] = []
-    for e, item, result in zip(batch, items, results, strict=True):
+        if found is None:
+            return False
         assert e.id is not None
-        if isinstance(result, ItemError):
-            _fail(journal, e, result.code, result.message, counts, failures)
-        else:
-            loaded.append((e.id, result))
-            counts.appended += 1
-            counts.bytes += len(item.body)
-    mark_loaded(journal, folder, loaded)
+        mark_loaded(self.journal, folder, [(e.id, found)])
+        self.claimed[folder].add(found)
+        self.counts.already_present += 1
+        return True
 
+    def append_all(self, entries: Sequence[LedgerEntry]) -> str | None:
+        """Append in batches; return SXM-DST-006 when the byte budget stopped the user."""
+        cfg = self.cfg
+        budget = getattr(cfg.destination, "daily_byte_budget", None)
+        used = 0
+        if budget is not None:
+            since = datetime.now(UTC) - BUDGET_WINDOW
+            used = loaded_bytes_since(self.journal, cfg.tenant, self.key, since)
+        limits = [
+            x
+            for x in (cfg.options.messages.max_size_bytes, self.dest.layout.max_message_size)
+            if x is not None
+        ]
+        max_size = min(limits) if limits else None
+        for batch in _batches(entries):
+            folder = self.target.get(batch[0].folder)
+            ready: list[LedgerEntry] = []
+            for e in batch:
+                assert e.id is not None
+                if folder is None or (cfg.options.messages.skip_deleted and is_deleted(e.flags)):
+                    self.journal.set_load_state([e.id], LoadState.skipped)
+                    self.counts.skipped += 1
+                elif max_size is not None and e.size > max_size:
+                    self.fail(
+                        e,
+                        "SXM-DST-004",
+                        f"message of {e.size} bytes is over the limit of {max_size}",
+                    )
+                else:
+                    ready.append(e)
+            if not ready or folder is None:
+                continue
+            if budget is not None:
+                fits: list[LedgerEntry] = []
+                for e in ready:
+                    if used + e.size > budget:
+                        break
+                    fits.append(e)
+                    used += e.size
+                if len(fits) < len(ready):
+                    self.append_batch(folder, fits)
+                    return "SXM-DST-006"
+            self.append_batch(folder, ready)
+        return None
 
-def _fail(
-    journal: Journal,
-    e: LedgerEntry,
-    code: str,
-    detail: str,
-    counts: _Counts,
-    failures: list[ItemFailure],
-) -> None:
-    assert e.id is not None
-    journal.set_load_state([e.id], LoadState.failed, error_code=code, error_detail=detail)
-    counts.failed += 1
-    failures.append(ItemFailure(e.folder, e.uid, code, detail))
+    def append_batch(self, folder: str, batch: Sequence[LedgerEntry]) -> None:
+        table = self.cfg.options.flags.map
+        allowed = self.dest.layout.keywords_allowed
+        rows = list(batch)
+        ids = [e.id for e in rows if e.id is not None]
+        # Committed before the APPEND: a crash from here on leaves rows to reconcile, not redo.
+        self.journal.set_load_state(ids, LoadState.appending, dest_folder=folder)
+        for attempt in range(1, BATCH_ATTEMPTS + 1):
+            if not rows:
+                return
+            items = [
+                AppendItem(
+                    body=self.store.get(e.sha256, user=self.key),
+                    flags=map_flags(e.flags, table, keywords_allowed=allowed).flags,
+                    internaldate=e.internaldate,
+                )
+                for e in rows
+            ]
+            try:
+                results = self.dest.append_many(folder, items)
+                break
+            except TransientError:
+                if attempt == BATCH_ATTEMPTS:
+                    raise
+                # The connection broke mid-APPEND: part of the batch may be stored. Look for
+                # each message before sending the rest again.
+                rows = [
+                    e
+                    for e in rows
+                    if not self.reconciled(replace(e, load_state=LoadState.appending))
+                ]
+        loaded: list[tuple[int, str | None]] = []
+        for e, item, result in zip(rows, items, results, strict=True):
+            assert e.id is not None
+            if isinstance(result, ItemError):
+                self.fail(e, result.code, result.message)
+            else:
+                loaded.append((e.id, result))
+                if result is not None:
+                    self.claimed[folder].add(result)
+                self.counts.appended += 1
+                self.counts.bytes += len(item.body)
+        mark_loaded(self.journal, folder, loaded)
+
+    def fail(self, e: LedgerEntry, code: str, detail: str) -> None:
+        assert e.id is not None
+        self.journal.set_load_state([e.id], LoadState.failed, error_code=code, error_detail=detail)
+        self.counts.failed += 1
+        self.failures.append(ItemFailure(e.folder, e.uid, code, detail))

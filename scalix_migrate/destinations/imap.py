@@ -1,0 +1,511 @@
+"""IMAP destination (any server; presets for Dovecot, Gmail and Microsoft 365).
+
+Connection: implicit TLS, STARTTLS or plain; explicit connect/read timeouts; ``TCP_NODELAY``
+(each APPEND otherwise waits for a delayed ACK on some servers). Login: password (SASL PLAIN
+where advertised, so names with blanks work; else LOGIN), or XOAUTH2 with a token from
+:mod:`scalix_migrate.xoauth2`, fetched again on every reconnect and once when the server
+refuses it.
+
+APPEND: bytes untouched, mapped flags and the aware INTERNALDATE. Where MULTIAPPEND is
+advertised a batch goes in one command; otherwise one APPEND per message. Either way the
+literals are sent without waiting for a continuation when LITERAL+ is advertised (imapclient's
+``_raw_command`` does that; its public ``append`` always waits). ``[APPENDUID v uids]`` is parsed
+here. A MULTIAPPEND that fails is retried one message at a time to find the bad one.
+
+Responses, classified by response code first and by text only where a server gives no code
+(Microsoft's "Suggested Backoff Time"):
+
+* ``[OVERQUOTA]`` / quota text -> :class:`UserError` SXM-DST-003;
+* ``[THROTTLED]``, "Suggested Backoff Time: N ms", ``[UNAVAILABLE]``, ``[INUSE]`` -> sleep as
+  hinted (capped) and retry, at most ``MAX_ATTEMPTS`` times, then :class:`TransientError`;
+* any other NO or BAD to an APPEND (``[TOOBIG]``, ``[LIMIT]``, line too long…) ->
+  :class:`ItemError` SXM-DST-004 for that message;
+* a dropped connection (BYE, reset, timeout) outside APPEND -> reconnect and retry (bounded);
+  during an APPEND -> reconnect and raise :class:`TransientError`, because whether the server
+  stored the message is unknown: the loader reconciles those rows before appending again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import imaplib
+import re
+import socket
+import ssl
+import time
+from collections.abc import Callable, Collection, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from functools import partial
+from types import TracebackType
+from typing import Any, TypeVar
+
+from imapclient import IMAPClient
+from imapclient.datetime_util import datetime_to_INTERNALDATE
+from imapclient.exceptions import IMAPClientError, LoginError
+from imapclient.imapclient import SocketTimeout, _literal, seq_to_parenstr
+
+from scalix_migrate.config import ImapDestinationConfig, TenantConfig, TLSMode
+from scalix_migrate.destinations.base import (
+    AppendItem,
+    AppendResult,
+    DestinationMessage,
+    Layout,
+    fingerprint_of,
+    message_id_of,
+    render_template,
+    user_placeholders,
+)
+from scalix_migrate.errors import ItemError, TransientError, UserError
+from scalix_migrate.records import ScalixUser
+from scalix_migrate.xoauth2 import TokenSource
+
+T = TypeVar("T")
+
+MAX_ATTEMPTS = 5
+MAX_SLEEP_S = 120.0
+CONNECT_TIMEOUT_S = 30.0
+FETCH_BATCH_MESSAGES = 100
+FETCH_BATCH_BYTES = 16 << 20
+_APPENDUID = re.compile(rb"\[APPENDUID (\d+) ([0-9:,]+)\]", re.IGNORECASE)
+_BACKOFF_MS = re.compile(rb"Suggested Backoff Time: (\d+) milliseconds", re.IGNORECASE)
+_CODE = re.compile(rb"^\[([A-Z-]+)")
+_FP_HEADERS = "BODY[HEADER.FIELDS (MESSAGE-ID DATE FROM SUBJECT TO)]"
+
+
+@dataclass(frozen=True)
+class Preset:
+    max_message_size: int | None = None
+    case_insensitive: bool = False
+
+
+PRESETS = {
+    "generic": Preset(),
+    "dovecot": Preset(),
+    # APPENDLIMIT Gmail advertises (34 MiB).
+    "gmail": Preset(max_message_size=35_651_584),
+    # Exchange Online's default receive limit (36 MB); names are case-insensitive there.
+    "m365": Preset(max_message_size=36_000_000, case_insensitive=True),
+}
+
+
+class _Throttled(Exception):
+    def __init__(self, delay_s: float) -> None:
+        self.delay_s = delay_s
+
+
+def _uid_set(text: bytes) -> list[str]:
+    out: list[str] = []
+    for part in text.split(b","):
+        lo, _, hi = part.partition(b":")
+        out.extend(str(u) for u in range(int(lo), int(hi or lo) + 1))
+    return out
+
+
+class ImapDestination:
+    """One user's mailbox on an IMAP server."""
+
+    def __init__(self, dest: ImapDestinationConfig, cfg: TenantConfig, user: ScalixUser) -> None:
+        self.dest = dest
+        self.user = user.key
+        self.login_name = render_template(dest.login_template, cfg, user)
+        self.tokens = (
+            TokenSource(
+                command=dest.token_command,
+                file=dest.token_file,
+                placeholders=user_placeholders(cfg, user),
+                user=user.key,
+            )
+            if dest.auth == "xoauth2"
+            else None
+        )
+        self.preset = PRESETS[dest.preset]
+        self.layout = Layout(preset=dest.preset, separator="/")
+        self.client: IMAPClient | None = None
+        self.multiappend = False
+        self._selected: str | None = None
+        self.reconnects = 0
+
+    def __repr__(self) -> str:
+        return f"ImapDestination({self.dest.host}:{self.dest.effective_port}, {self.login_name})"
+
+    # --- connection -------------------------------------------------------------------------
+
+    def __enter__(self) -> ImapDestination:
+        self._connect()
+        self.layout = self._discover_layout()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._close()
+
+    def _close(self) -> None:
+        client, self.client, self._selected = self.client, None, None
+        if client is None:
+            return
+        try:
+            client.logout()
+        except (IMAPClientError, OSError):
+            client.shutdown()
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(
+            cafile=str(self.dest.ca_file) if self.dest.ca_file else None
+        )
+        if not self.dest.verify_certificate:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        return ctx
+
+    def _connect(self, *, refresh_token: bool = False) -> None:
+        d = self.dest
+        timeout = SocketTimeout(connect=min(CONNECT_TIMEOUT_S, d.timeout_s), read=d.timeout_s)
+        try:
+            client = IMAPClient(
+                d.host,
+                port=d.effective_port,
+                ssl=d.tls is TLSMode.implicit,
+                ssl_context=self._ssl_context(),
+                timeout=timeout,
+            )
+            client.normalise_times = False  # keep INTERNALDATE's zone (an aware datetime)
+            client.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if d.tls is TLSMode.starttls:
+                client.starttls(self._ssl_context())
+        except (OSError, IMAPClientError) as exc:
+            raise TransientError(
+                f"cannot reach {d.host}:{d.effective_port} ({type(exc).__name__})",
+                code="SXM-DST-001",
+                user=self.user,
+            ) from None
+        try:
+            self._login(client, refresh_token=refresh_token)
+        except BaseException:
+            client.shutdown()
+            raise
+        self.client = client
+        caps = {c.upper() for c in client.capabilities()}
+        self.multiappend = b"MULTIAPPEND" in caps
+
+    def _login(self, client: IMAPClient, *, refresh_token: bool) -> None:
+        try:
+            if self.tokens is not None:
+                try:
+                    client.oauth2_login(self.login_name, self.tokens.token(refresh=refresh_token))
+                except LoginError:
+                    # An expired token is refused like a wrong one: fetch a fresh one once.
+                    client.oauth2_login(self.login_name, self.tokens.token(refresh=True))
+                return
+            assert self.dest.password is not None
+            password = self.dest.password.resolve()
+            if client.has_capability("AUTH=PLAIN"):
+                client.plain_login(self.login_name, password)
+            else:
+                client.login(self.login_name, password)
+        except LoginError:
+            raise UserError(
+                f"the destination refused the login of {self.login_name!r}",
+                code="SXM-DST-002",
+                user=self.user,
+            ) from None
+        except (OSError, imaplib.IMAP4.abort) as exc:
+            raise TransientError(
+                f"connection lost during login ({type(exc).__name__})",
+                code="SXM-DST-001",
+                user=self.user,
+            ) from None
+
+    def _reconnect(self) -> None:
+        self._close()
+        self.reconnects += 1
+        self._connect(refresh_token=True)
+
+    def _c(self) -> IMAPClient:
+        if self.client is None:
+            self._connect(refresh_token=True)
+        assert self.client is not None
+        return self.client
+
+    def _retrying(
+        self,
+        what: str,
+        op: Callable[[IMAPClient], T],
+        *,
+        folder: str | None = None,
+        idempotent: bool = True,
+    ) -> T:
+        """Run ``op`` with backoff on throttling and reconnects on drops (bounded)."""
+        delay = 1.0
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            try:
+                return op(self._c())
+            except _Throttled as t:
+                wait = t.delay_s
+            except (OSError, imaplib.IMAP4.abort) as exc:
+                self._close()
+                if not idempotent:
+                    raise TransientError(
+                        f"connection lost during {what} ({type(exc).__name__}); "
+                        "the loader reconciles the batch",
+                        code="SXM-DST-005",
+                        user=self.user,
+                        folder=folder,
+                        retry_after_s=delay,
+                    ) from None
+                wait = delay
+            if attempt == MAX_ATTEMPTS or wait > MAX_SLEEP_S:
+                break
+            time.sleep(wait)
+            delay = min(delay * 2, MAX_SLEEP_S)
+        raise TransientError(
+            f"{what} still throttled or failing after {attempt} attempts",
+            code="SXM-DST-005",
+            user=self.user,
+            folder=folder,
+            retry_after_s=wait,
+        )
+
+    # --- layout ------------------------------------------------------------------------------
+
+    def _discover_layout(self) -> Layout:
+        client = self._c()
+        prefix, sep = "", "/"
+        if client.has_capability("NAMESPACE"):
+            personal = client.namespace().personal
+            if personal:
+                prefix, raw_sep = personal[0]
+                sep = raw_sep or "/"
+        else:
+            listed = client.list_folders("", "")
+            if listed and listed[0][1]:
+                sep = listed[0][1].decode() if isinstance(listed[0][1], bytes) else listed[0][1]
+        special: dict[str, str] = {}
+        for flags, _, name in client.list_folders():
+            for f in flags:
+                text = f.decode() if isinstance(f, bytes) else str(f)
+                if text in ("\\Sent", "\\Trash", "\\Drafts", "\\Junk", "\\All", "\\Archive"):
+                    special.setdefault(text, name)
+        # EXAMINE reports PERMANENTFLAGS () on Dovecot: only SELECT tells what may be stored.
+        info = client.select_folder("INBOX")
+        permanent = {
+            f.decode() if isinstance(f, bytes) else f for f in info.get(b"PERMANENTFLAGS", ())
+        }
+        limit = self.preset.max_message_size
+        for cap in client.capabilities():
+            if cap.upper().startswith(b"APPENDLIMIT="):
+                limit = int(cap.split(b"=", 1)[1])
+        self._selected = None
+        return Layout(
+            preset=self.dest.preset,
+            separator=sep,
+            prefix=prefix,
+            special_use=special,
+            keywords_allowed="\\*" in permanent,
+            max_message_size=limit,
+            case_insensitive=self.preset.case_insensitive,
+        )
+
+    # --- folders -----------------------------------------------------------------------------
+
+    def list_folders(self) -> list[str]:
+        listed = self._retrying("LIST", lambda c: c.list_folders())
+        return [
+            name for flags, _, name in listed if not any(f.lower() == b"\\noselect" for f in flags)
+        ]
+
+    def ensure_folder(self, folder: str) -> None:
+        def create(c: IMAPClient) -> None:
+            if c.folder_exists(folder):
+                return
+            try:
+                c.create_folder(folder)
+            except IMAPClientError as exc:
+                if not c.folder_exists(folder):
+                    raise UserError(
+                        f"CREATE refused: {_short(exc)}",
+                        code="SXM-DST-007",
+                        user=self.user,
+                        folder=folder,
+                    ) from None
+
+        self._retrying("CREATE", create, folder=folder)
+
+    def _select(self, c: IMAPClient, folder: str) -> None:
+        if self._selected != folder:
+            c.select_folder(folder)
+            self._selected = folder
+
+    # --- append ------------------------------------------------------------------------------
+
+    def append(
+        self, folder: str, body: bytes, flags: frozenset[str], internaldate: datetime
+    ) -> str | None:
+        result = self.append_many(folder, [AppendItem(body, flags, internaldate)])[0]
+        if isinstance(result, ItemError):
+            raise result
+        return result
+
+    def append_many(self, folder: str, items: Sequence[AppendItem]) -> list[AppendResult]:
+        if self.multiappend and len(items) > 1:
+            try:
+                return list(
+                    self._retrying(
+                        "MULTIAPPEND",
+                        lambda c: self._append(c, folder, items),
+                        folder=folder,
+                        idempotent=False,
+                    )
+                )
+            except ItemError:
+                pass  # one message spoilt the atomic batch: isolate it below
+        out: list[AppendResult] = []
+        for item in items:
+            one: list[AppendItem] = [item]
+            try:
+                out.append(
+                    self._retrying(
+                        "APPEND",
+                        partial(self._append, folder=folder, items=one),
+                        folder=folder,
+                        idempotent=False,
+                    )[0]
+                )
+            except ItemError as exc:
+                out.append(exc)
+        return out
+
+    def _append(self, c: IMAPClient, folder: str, items: Sequence[AppendItem]) -> list[str | None]:
+        args: list[bytes] = [c._normalise_folder(folder)]
+        for item in items:
+            args.append(seq_to_parenstr(sorted(item.flags)).encode("ascii"))
+            args.append(f'"{datetime_to_INTERNALDATE(item.internaldate)}"'.encode("ascii"))
+            args.append(_literal(item.body))
+        try:
+            typ, data = c._raw_command(b"APPEND", args, uid=False)
+        except imaplib.IMAP4.error as exc:  # BAD
+            self._check_throttled(str(exc).encode())
+            raise ItemError(
+                f"APPEND rejected: {_short(exc)}", code="SXM-DST-004", user=self.user, folder=folder
+            ) from None
+        text = b" ".join(d for d in data if isinstance(d, bytes))
+        if typ != "OK":
+            self._classify_no(text, folder)
+        m = _APPENDUID.search(text)
+        if m is None:
+            return [None] * len(items)
+        uids = _uid_set(m.group(2))
+        return list(uids) if len(uids) == len(items) else [None] * len(items)
+
+    def _check_throttled(self, text: bytes) -> None:
+        m = _BACKOFF_MS.search(text)
+        code = _CODE.match(text)
+        if m is not None:
+            raise _Throttled(int(m.group(1)) / 1000.0)
+        if code is not None and code.group(1) in (b"THROTTLED", b"UNAVAILABLE", b"INUSE"):
+            raise _Throttled(5.0)
+
+    def _classify_no(self, text: bytes, folder: str) -> None:
+        self._check_throttled(text)
+        code = _CODE.match(text)
+        if (code is not None and code.group(1) == b"OVERQUOTA") or b"quota" in text.lower():
+            raise UserError(
+                "the destination mailbox is over quota",
+                code="SXM-DST-003",
+                user=self.user,
+                folder=folder,
+            )
+        raise ItemError(
+            f"APPEND rejected: {text[:200].decode('utf-8', 'replace')}",
+            code="SXM-DST-004",
+            user=self.user,
+            folder=folder,
+        )
+
+    # --- reconciliation and verification -----------------------------------------------------
+
+    def find(
+        self,
+        folder: str,
+        *,
+        message_id: str | None,
+        size: int,
+        fingerprint: str,
+        exclude: Collection[str] = (),
+    ) -> str | None:
+        def search(c: IMAPClient) -> str | None:
+            self._select(c, folder)
+            if message_id is not None and message_id.isascii():
+                uids = c.search(["HEADER", "Message-ID", message_id])
+            else:
+                uids = c.search(["LARGER", str(size - 1), "SMALLER", str(size + 1)])
+            if not uids:
+                return None
+            fetched = c.fetch(uids, ["RFC822.SIZE", _FP_HEADERS.replace("BODY", "BODY.PEEK")])
+            for uid in sorted(fetched):
+                data: dict[bytes, Any] = fetched[uid]
+                if str(uid) in exclude or data.get(b"RFC822.SIZE") != size:
+                    continue
+                head = data.get(_FP_HEADERS.encode()) or b""
+                if message_id is not None and message_id_of(head) == message_id:
+                    return str(uid)
+                if message_id is None and fingerprint_of(head, size) == fingerprint:
+                    return str(uid)
+            return None
+
+        return self._retrying("SEARCH", search, folder=folder)
+
+    def messages(self, folder: str) -> Iterator[DestinationMessage]:
+        def meta(c: IMAPClient) -> dict[int, dict[bytes, Any]]:
+            c.select_folder(folder, readonly=True)
+            self._selected = None
+            uids = c.search("ALL")
+            out: dict[int, dict[bytes, Any]] = {}
+            for i in range(0, len(uids), 500):
+                out.update(c.fetch(uids[i : i + 500], ["RFC822.SIZE", "FLAGS", "INTERNALDATE"]))
+            return out
+
+        info = self._retrying("FETCH", meta, folder=folder)
+        batch: list[int] = []
+        size = 0
+        for uid in sorted(info):
+            batch.append(uid)
+            size += int(info[uid].get(b"RFC822.SIZE", 0))
+            if len(batch) >= FETCH_BATCH_MESSAGES or size >= FETCH_BATCH_BYTES:
+                yield from self._bodies(folder, batch, info)
+                batch, size = [], 0
+        if batch:
+            yield from self._bodies(folder, batch, info)
+
+    def _bodies(
+        self, folder: str, uids: list[int], info: dict[int, dict[bytes, Any]]
+    ) -> Iterator[DestinationMessage]:
+        def fetch(c: IMAPClient) -> dict[int, dict[bytes, Any]]:
+            c.select_folder(folder, readonly=True)
+            return dict(c.fetch(uids, ["BODY.PEEK[]"]))
+
+        bodies = self._retrying("FETCH", fetch, folder=folder)
+        for uid in uids:
+            body = bodies.get(uid, {}).get(b"BODY[]")
+            if body is None:
+                continue  # expunged meanwhile
+            meta = info[uid]
+            flags = frozenset(
+                f.decode() if isinstance(f, bytes) else str(f) for f in meta.get(b"FLAGS", ())
+            )
+            yield DestinationMessage(
+                id=str(uid),
+                size=len(body),
+                sha256=hashlib.sha256(body).hexdigest(),
+                flags=flags,
+                internaldate=meta.get(b"INTERNALDATE"),
+                message_id=message_id_of(body),
+            )
+
+
+def _short(exc: BaseException) -> str:
+    return str(exc)[:200]
