@@ -68,6 +68,23 @@ def _mailnode_from(parts: list[str]) -> str | None:
     return ",".join(ous) or None
 
 
+def split_user_name(text: str) -> tuple[str, str | None]:
+    """``Display/mailnode/CN=Display`` -> (display, mailnode); mailnode None if not found.
+
+    Scalix's O/R names cannot contain ``/``, but when the ``CN=`` part repeats the display
+    name, that repetition is trusted, so a name with ``/`` in it still comes out whole.
+    """
+    text = text.strip()
+    cn = re.search(r"/CN=", text, re.IGNORECASE)
+    if cn is not None:
+        display = text[cn.end() :].strip()
+        if display and text.startswith(display + "/"):
+            middle = text[len(display) + 1 : cn.start()]
+            return display, _mailnode_from(middle.split("/"))
+    parts = text.split("/")
+    return parts[0].strip(), _mailnode_from(parts[1:])
+
+
 def parse_user_list(text: str) -> UserList:
     """``omshowu -m all``: ``Display Name/mailnode/CN=Display Name`` per line."""
     entries: list[UserListEntry] = []
@@ -75,9 +92,7 @@ def parse_user_list(text: str) -> UserList:
     for line in text.splitlines():
         if _layout(line):
             continue
-        parts = line.strip().split("/")
-        display = parts[0].strip()
-        mailnode = _mailnode_from(parts[1:])
+        display, mailnode = split_user_name(line)
         if not display or mailnode is None:
             unparsed.append(line)
             continue
@@ -183,10 +198,9 @@ def parse_user_details(entry: UserListEntry, text: str) -> UserDetails:
     display, mailnode = entry.display_name, entry.mailnode
     user_name = kv.get("user name")
     if user_name:
-        parts = user_name.split("/")
-        if parts[0].strip():
-            display = parts[0].strip()
-        mailnode = _mailnode_from(parts[1:]) or mailnode
+        shown, node = split_user_name(user_name)
+        display = shown or display
+        mailnode = node or mailnode
     addresses: list[str] = []
     for a in _split_list(kv.get_all(*_ADDRESS_KEYS)):
         if a.lower() not in (x.lower() for x in addresses):

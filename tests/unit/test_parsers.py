@@ -39,8 +39,12 @@ def test_user_list_captured_shape_and_tagged_mailnode() -> None:
 
 def test_user_list_shell_metacharacters_are_just_a_name() -> None:
     parsed = parse_user_list("o'brien; touch /tmp/pwned/demo/CN=o'brien; touch /tmp/pwned\n")
-    # "/" separates fields, so this line is ambiguous; it must be parsed or reported, not lost.
-    assert parsed.entries or parsed.unparsed
+    assert parsed.entries[0].display_name == "o'brien; touch /tmp/pwned"
+    assert parsed.entries[0].mailnode == "demo"
+    d = parse_user_details(
+        parsed.entries[0], "User Name: o'brien; touch /tmp/pwned/demo/CN=o'brien; touch /tmp/pwned"
+    )
+    assert d.user.name == "o'brien; touch /tmp/pwned/demo"
     parsed = parse_user_list("o'brien; touch $(id)/demo/CN=o'brien; touch $(id)\n")
     assert parsed.entries[0].display_name == "o'brien; touch $(id)"
     assert parsed.entries[0].mailnode == "demo"
