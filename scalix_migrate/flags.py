@@ -49,7 +49,8 @@ def map_flags(
     lowered_table = {k.lower(): v for k, v in table.items() if k.startswith("\\")}
     kept: set[str] = set()
     dropped: set[str] = set()
-    for flag in flags:
+    for source in flags:
+        flag = source
         if flag.lower() == "\\recent":
             dropped.add(flag)
             continue
@@ -62,13 +63,13 @@ def map_flags(
         if flag.startswith("\\"):
             canonical = _SYSTEM_BY_LOWER.get(flag.lower())
             if canonical is None:
-                dropped.add(flag)
+                dropped.add(source)
             else:
                 kept.add(canonical)
         elif keywords_allowed and is_valid_keyword(flag):
             kept.add(flag)
         else:
-            dropped.add(flag)
+            dropped.add(source)
     return MappedFlags(frozenset(kept), frozenset(dropped))
 
 
