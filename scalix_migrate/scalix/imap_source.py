@@ -101,7 +101,9 @@ def _aware(value: datetime) -> datetime:
 
 
 def _decode_flags(flags: Iterable[bytes | str]) -> frozenset[str]:
-    return frozenset(f.decode("utf-8", "replace") if isinstance(f, bytes) else f for f in flags)
+    # \Recent belongs to the session, not the message, and no server accepts it on APPEND.
+    decoded = (f.decode("utf-8", "replace") if isinstance(f, bytes) else f for f in flags)
+    return frozenset(f for f in decoded if f.lower() != "\\recent")
 
 
 def _batches(infos: Sequence[MessageInfo], max_count: int, max_bytes: int) -> Iterator[list[int]]:
