@@ -1,0 +1,176 @@
+"""preflight-validate on the bed: each check with a passing and a failing case."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from scalix_migrate.config import TenantConfig
+from scalix_migrate.discovery import discover_users
+from scalix_migrate.preflight import PREFLIGHT_CODES, Finding, Severity, run_preflight
+from scalix_migrate.sandbox.directory import FolderSpec
+from tests.integration.scalix_bed import bed, config, is_sandbox, new_user
+
+__all__ = ["bed"]
+
+
+def codes(findings: list[Finding], user: str | None = None) -> set[str]:
+    return {f.code for f in findings if user is None or f.user == user}
+
+
+def dest_for(bed: Any, user_password: str, *, wrong: bool = False) -> dict[str, Any]:
+    """An IMAP destination: the test bed's Dovecot, or the sandbox IMAP (users log in as
+    themselves there) when the test bed is not present."""
+    if is_sandbox(bed):
+        port, password = bed.imap_port, user_password
+    else:
+        port, password = bed.dest_imap_port, bed.dest_password
+    return {
+        "type": "imap",
+        "host": "127.0.0.1",
+        "port": port,
+        "tls": "none",
+        "timeout_s": 20,
+        "password": "wrong-" + password if wrong else password,
+    }
+
+
+def preflight(cfg: TenantConfig, **kw: Any) -> Any:
+    return run_preflight(cfg, discover_users(cfg), **kw)
+
+
+def test_good_tenant_has_no_blocking_finding(bed: Any, tmp_path: Path) -> None:
+    t = new_user(bed, "tester", folders=[FolderSpec("Projects"), FolderSpec("Projects/2024")])
+    cfg = config(
+        bed, tmp_path, source={"test_user": t.addresses[0]}, destination=dest_for(bed, t.password)
+    )
+    report = preflight(cfg)
+    assert report.blocking == [], report.to_rows()
+    assert not codes(report.findings, t.addresses[0]) - {"PF-SES-001"}
+    rows = report.to_rows()
+    assert rows
+    assert set(rows[0]) == {"code", "severity", "user", "message", "remedy"}
+    assert all(r["code"] in PREFLIGHT_CODES for r in rows)
+
+
+def test_admin_without_mboxadmin_and_not_full_admin(bed: Any, tmp_path: Path) -> None:
+    t = new_user(bed, "tester")
+    weak = new_user(bed, "weakadmin", capabilities=[], full_admin=False)
+    cfg = config(
+        bed,
+        tmp_path,
+        source={
+            "test_user": t.addresses[0],
+            "admin_user": weak.auth_id,
+            "admin_password": weak.password,
+        },
+    )
+    report = preflight(cfg, check_folders=False)
+    by_code = {f.code: f for f in report.findings}
+    assert by_code["PF-ADM-003"].severity is Severity.blocking
+    assert f"ommodu -o {weak.auth_id} -c +mboxadmin" in by_code["PF-ADM-003"].remedy
+    assert "PF-ADM-002" in by_code
+    assert "PF-TST-003" in by_code  # and the mboxadmin login is indeed refused
+
+
+def test_test_user_given_as_alias(bed: Any, tmp_path: Path) -> None:
+    t = new_user(bed, "aliased")
+    alias = "alias-" + t.addresses[0]
+    bed.update_directory(lambda d: d.find(t.auth_id).addresses.append(alias))  # type: ignore[union-attr]
+    report = preflight(config(bed, tmp_path, source={"test_user": alias}), check_folders=False)
+    found = [f for f in report.findings if f.code == "PF-TST-002"]
+    assert found
+    assert found[0].severity is Severity.blocking
+    assert f"source.test_user: {t.addresses[0]}" in found[0].remedy
+
+
+def test_primary_address_second_excludes_the_user(bed: Any, tmp_path: Path) -> None:
+    t = new_user(bed, "tester")
+    created = "created-as@example.test"
+    m0022 = new_user(bed, "m0022", addresses=["top@example.test", created])
+    bed.update_directory(lambda d: setattr(d.find(m0022.display_name), "auth_id", created))
+    report = preflight(
+        config(bed, tmp_path, source={"test_user": t.addresses[0]}), check_folders=False
+    )
+    found = [f for f in report.findings if f.code == "PF-USR-001"]
+    assert [f.user for f in found if f.user == "top@example.test"] == ["top@example.test"]
+    mine = next(f for f in found if f.user == "top@example.test")
+    assert mine.severity is Severity.exclude_user
+    assert created in mine.remedy
+    assert "top@example.test" not in {u.key for u in report.eligible_users}
+    assert t.addresses[0] in {u.key for u in report.eligible_users}
+
+
+def test_folder_names_with_separator_or_backslash(bed: Any, tmp_path: Path) -> None:
+    t = new_user(bed, "tester")
+    # Outlook's "Q1/Q2 report": the stand-ins show a "/" inside a name as "\\" (seed.py).
+    slash = new_user(bed, "slashy", folders=[FolderSpec("Q1\\Q2 report")])
+    back = new_user(bed, "backy", folders=[FolderSpec("Archive/Budget 2019\\2020")])
+    cfg = config(
+        bed,
+        tmp_path,
+        source={"test_user": t.addresses[0]},
+        options={"users": {"include": [t.addresses[0], slash.addresses[0], back.addresses[0]]}},
+    )
+    report = preflight(cfg)
+    assert "PF-USR-005" in codes(report.findings, slash.addresses[0])
+    assert "PF-USR-005" in codes(report.findings, back.addresses[0])
+    assert "PF-USR-005" not in codes(report.findings, t.addresses[0])
+
+
+def test_destination_with_wrong_password(bed: Any, tmp_path: Path) -> None:
+    t = new_user(bed, "tester")
+    cfg = config(
+        bed,
+        tmp_path,
+        source={"test_user": t.addresses[0]},
+        destination=dest_for(bed, t.password, wrong=True),
+    )
+    report = preflight(cfg, check_folders=False)
+    found = [f for f in report.findings if f.code == "PF-DST-002"]
+    assert found
+    assert found[0].severity is Severity.blocking
+    assert "wrong-" not in found[0].message  # no secret in the finding
+
+
+def test_unknown_ssh_host_key_is_a_blocking_finding(bed: Any, tmp_path: Path) -> None:
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    cfg = config(bed, tmp_path, ssh={"host_key_fingerprint": None, "known_hosts": str(empty)})
+    report = run_preflight(cfg)
+    [f] = [f for f in report.findings if f.code == "PF-SSH-002"]
+    assert f.severity is Severity.blocking
+    assert bed.host_key_fingerprint.rstrip("=") in f.message
+
+
+def test_staging_too_small_and_connected_users(bed: Any, tmp_path: Path) -> None:
+    t = new_user(bed, "tester")
+    huge = new_user(bed, "huge", mailbox_kib=2**40, sessions=["IMAP client"])
+    cfg = config(
+        bed,
+        tmp_path,
+        source={"test_user": t.addresses[0]},
+        options={"users": {"include": [t.addresses[0], huge.addresses[0]]}},
+    )
+    report = preflight(cfg, check_folders=False)
+    assert "PF-STG-001" in codes(report.blocking)
+    assert "PF-SES-001" in codes(report.findings, huge.addresses[0])
+
+
+def test_split_level_is_reported_as_a_name_with_slash() -> None:
+    from scalix_migrate.preflight import _bad_folder_names
+    from scalix_migrate.records import ScalixUser
+
+    user = ScalixUser("A", "m", addresses=("a@x.test",))
+    listing = [
+        ((b"\\HasChildren",), "INBOX"),
+        ((b"\\Noselect", b"\\HasChildren"), "Other Users"),
+        ((b"\\NoSelect", b"\\HasChildren"), "Q1"),
+        ((b"\\HasNoChildren",), "Q1/Q2 report"),
+        ((b"\\HasChildren",), "Projects"),
+        ((b"\\HasNoChildren",), "Projects/2024"),
+    ]
+    [f] = _bad_folder_names(user, listing)
+    assert f.code == "PF-USR-005"
+    assert "'Q1/Q2 report'" in f.message
+    assert f.user == "a@x.test"
