@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import textwrap
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -41,6 +41,11 @@ class Msg:
 
 def base_config(tmp_path: Path, destination: str, **options: Any) -> TenantConfig:
     """A tenant config with the given destination YAML block (source details are unused)."""
+    return parse_config(config_text(tmp_path, destination, **options))
+
+
+def config_text(tmp_path: Path, destination: str, **options: Any) -> str:
+    """The YAML of :func:`base_config`."""
     opts = "\n".join(f"  {line}" for line in _yaml_options(options))
     text = textwrap.dedent(
         """\
@@ -54,7 +59,7 @@ def base_config(tmp_path: Path, destination: str, **options: Any) -> TenantConfi
           test_user: test@example.com
         """
     ) + destination + f"options:\n  staging_dir: {tmp_path / 'staging'}\n" + opts + "\n"
-    return parse_config(text)
+    return text
 
 
 def _yaml_options(options: dict[str, Any]) -> list[str]:
@@ -116,7 +121,7 @@ class Sink:
 
 
 @pytest.fixture(params=["imap", "maildir", "mbox"])
-def sink(request: pytest.FixtureRequest, tmp_path: Path) -> Sink:
+def sink(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Sink]:
     kind = request.param
     tag = uuid.uuid4().hex[:10]
     user = ScalixUser(
@@ -147,6 +152,5 @@ def sink(request: pytest.FixtureRequest, tmp_path: Path) -> Sink:
     def make(**options: Any) -> TenantConfig:
         return base_config(tmp_path, block, **options)
 
-    journal = Journal.open(directory=tmp_path / "state")
-    request.addfinalizer(journal.close)
-    return Sink(kind, make, user, journal, tmp_path, itertools.count(1000))
+    with Journal.open(directory=tmp_path / "state") as journal:
+        yield Sink(kind, make, user, journal, tmp_path, itertools.count(1000))

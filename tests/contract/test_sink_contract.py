@@ -135,7 +135,8 @@ def test_find_matches_by_fingerprint_without_message_id(sink: Sink) -> None:
         assert message_id_of(body) is None
         fp = fingerprint_of(body, len(body))
         found = dest.find("INBOX", message_id=None, size=len(body), fingerprint=fp)
-        assert found is not None and (ident is None or found == ident)
+        assert found is not None
+        assert (ident is None or found == ident)
         assert dest.find("INBOX", message_id=None, size=len(body), fingerprint=fp,
                          exclude={found}) is None
         assert dest.find("INBOX", message_id=None, size=len(body) + 1, fingerprint=fp) is None

@@ -39,6 +39,8 @@ def test_table_matches_backslash_flags_case_insensitively() -> None:
 
 
 def test_helpers() -> None:
-    assert is_deleted({"\\DELETED"}) and not is_deleted({"\\Seen"})
-    assert is_valid_keyword("$Forwarded") and not is_valid_keyword("a]b")
+    assert is_deleted({"\\DELETED"})
+    assert not is_deleted({"\\Seen"})
+    assert is_valid_keyword("$Forwarded")
+    assert not is_valid_keyword("a]b")
     assert comparable({"\\Recent", "\\seen", "kw"}) == {"\\Seen", "kw"}
