@@ -14,6 +14,7 @@ import hmac
 import logging
 import socket
 import threading
+import time
 from pathlib import Path
 
 import paramiko
@@ -27,6 +28,7 @@ from paramiko.common import (
 from scalix_migrate.sandbox.shell import execute
 
 _log = logging.getLogger(__name__)
+_CLIENT_CLOSE_WAIT_S = 30.0
 _TRANSPORT_LOG = f"{__name__}.transport"
 # paramiko logs a client's ordinary hang-up as an ERROR; without any handler Python would print
 # it to stderr. Applications that configure logging still receive these records.
@@ -123,7 +125,12 @@ class SandboxSshServer:
             transport.close()
 
     def run_exec(self, channel: paramiko.Channel, line: str) -> None:
-        """Execute one command line and report its output and exit status on the channel."""
+        """Execute one command line and report its output and exit status on the channel.
+
+        This runs while the transport thread may still be sending the reply to the exec
+        request, so it never closes first: it sends output, exit status and EOF (all of which
+        a client accepts before the reply), then waits, bounded, for the client's close.
+        """
         try:
             result = execute(line, self.directory_path)
             if result.stdout:
@@ -131,6 +138,10 @@ class SandboxSshServer:
             if result.stderr:
                 channel.sendall_stderr(result.stderr.encode("utf-8", "surrogateescape"))
             channel.send_exit_status(result.exit_status)
+            channel.shutdown_write()
+            deadline = time.monotonic() + _CLIENT_CLOSE_WAIT_S
+            while not channel.closed and time.monotonic() < deadline:
+                time.sleep(0.02)
         except OSError as exc:
             _log.debug("ssh channel closed early: %s", type(exc).__name__)
         finally:

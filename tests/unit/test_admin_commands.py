@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -292,3 +293,57 @@ def test_console_entry(dpath: Path) -> None:
         check=False,
     )
     assert (proc.returncode, proc.stdout) == (0, "**      main\n        branch\n")
+
+
+# --- the sh subset the sandbox's SSH server executes (scalix_migrate.sandbox.shell) ----------
+
+
+def test_shell_batch_with_markers_assignments_and_sudo(dpath: Path) -> None:
+    from scalix_migrate.sandbox.shell import execute
+
+    line = (
+        'OMCURRENT=sx sudo -n /opt/scalix/bin/omshowmn; echo "@@SXM@@ $?"; '
+        f'/opt/scalix/bin/sxdu -a {shlex.quote(HOSTILE)}; echo "@@SXM@@ $?"; '
+        '/opt/scalix/bin/sxdu -a \'Nobody\'; echo "@@SXM@@ $?"; echo \'$?\' "a\\"b"'
+    )
+    result = execute(line, dpath)
+    assert result.exit_status == 0
+    assert result.stdout.splitlines() == [
+        "**      main",
+        "        branch",
+        "@@SXM@@ 0",
+        f"0\t{HOSTILE}/branch",
+        "@@SXM@@ 0",
+        "@@SXM@@ 1",
+        '$? a"b',
+    ]
+    assert 'user "Nobody" not found' in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("line", "status"),
+    [
+        ("/opt/scalix/bin/omshowmn | cat", 2),
+        ("/opt/scalix/bin/omshowmn > /tmp/x", 2),
+        ("echo $(id)", 2),
+        ("echo `id`", 2),
+        ("; omshowmn", 2),
+        ("echo 'unterminated", 2),
+        ("/bin/rm -rf /", 127),
+        ("false", 1),
+        ("omshowmn; false", 1),
+    ],
+)
+def test_shell_refuses_what_it_does_not_emulate(dpath: Path, line: str, status: int) -> None:
+    from scalix_migrate.sandbox.shell import execute
+
+    assert execute(line, dpath).exit_status == status
+
+
+def test_shell_quoting_matches_shlex(dpath: Path) -> None:
+    from scalix_migrate.sandbox.shell import parse
+
+    names = [HOSTILE, "x'; rm -rf / #", 'a "b" $HOME \\ c', "Größe ; ok"]
+    line = " ".join(shlex.quote(n) for n in names)
+    assert parse(line) == [names]
+    assert parse("A=1 B='2 3' cmd x;y") == [["A=1", "B=2 3", "cmd", "x"], ["y"]]
