@@ -30,7 +30,8 @@ from tests.testbed.dovecot import destination
 
 
 def _config(work: Path, port: int, secret: Path, tag: str) -> TenantConfig:
-    return parse_config(textwrap.dedent(f"""\
+    return parse_config(
+        textwrap.dedent(f"""\
         tenant: bench
         source:
           server: scalix.invalid
@@ -47,23 +48,35 @@ def _config(work: Path, port: int, secret: Path, tag: str) -> TenantConfig:
           login_template: "{{local_part}}-{tag}@dest.test"
           password: "file:{secret}"
         options:
-          staging_dir: {work / 'staging'}
-        """))
+          staging_dir: {work / "staging"}
+        """)
+    )
 
 
 def _stage(cfg: TenantConfig, journal: Journal, user: ScalixUser, n: int) -> int:
     store = StagingStore(cfg.options.staging_dir, cfg.tenant, user.key)
-    cursor = journal.open_folder(cfg.tenant, user.key,
-                                 SourceFolder("INBOX", "INBOX", "/", frozenset()), 1)
+    cursor = journal.open_folder(
+        cfg.tenant, user.key, SourceFolder("INBOX", "INBOX", "/", frozenset()), 1
+    )
     entries, total = [], 0
     for i in range(n):
-        body = (f"Message-ID: <b{i}@example.com>\r\nSubject: bench {i}\r\n\r\n".encode()
-                + b"lorem ipsum dolor sit amet\r\n" * (40 + (i * 37) % 700))
+        body = (
+            f"Message-ID: <b{i}@example.com>\r\nSubject: bench {i}\r\n\r\n".encode()
+            + b"lorem ipsum dolor sit amet\r\n" * (40 + (i * 37) % 700)
+        )
         total += len(body)
-        entries.append(LedgerEntry("INBOX", 1, i + 1, store.put(body), len(body),
-                                   datetime(2020, 1, 1, tzinfo=UTC) + timedelta(minutes=i),
-                                   frozenset({"\\Seen"} if i % 2 else {"\\Flagged"}),
-                                   message_id_of(body)))
+        entries.append(
+            LedgerEntry(
+                "INBOX",
+                1,
+                i + 1,
+                store.put(body),
+                len(body),
+                datetime(2020, 1, 1, tzinfo=UTC) + timedelta(minutes=i),
+                frozenset({"\\Seen"} if i % 2 else {"\\Flagged"}),
+                message_id_of(body),
+            )
+        )
     journal.record_batch(cfg.tenant, user.key, cursor, entries, n)
     return total
 
@@ -97,9 +110,11 @@ def run(work: Path, port: int, secret: Path, n: int, *, multiappend: bool) -> No
         again = load_user(cfg, journal, user, destination=open_dest)
         rerun = time.perf_counter() - t1
         assert again.appended == 0
-    print(f"multiappend={'on ' if multiappend else 'off'} {n} msgs {total / 1e6:.1f} MB "
-          f"in {elapsed:.2f} s: {n / elapsed:.0f} msg/s, {total / 1e6 / elapsed:.1f} MB/s; "
-          f"rerun {rerun:.2f} s appends 0")
+    print(
+        f"multiappend={'on ' if multiappend else 'off'} {n} msgs {total / 1e6:.1f} MB "
+        f"in {elapsed:.2f} s: {n / elapsed:.0f} msg/s, {total / 1e6 / elapsed:.1f} MB/s; "
+        f"rerun {rerun:.2f} s appends 0"
+    )
 
 
 def main() -> None:
@@ -107,7 +122,7 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=2000)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="sxm-bench-"))
-    os.chmod(work, 0o755)  # Dovecot's unprivileged processes must traverse it
+    os.chmod(work, 0o755)  # noqa: S103 - Dovecot's unprivileged processes must traverse it
     secret = work / "password"
     secret.write_text("bench-secret")
     server = destination(work / "dovecot", "bench-secret")

@@ -47,8 +47,9 @@ def base_config(tmp_path: Path, destination: str, **options: Any) -> TenantConfi
 def config_text(tmp_path: Path, destination: str, **options: Any) -> str:
     """The YAML of :func:`base_config`."""
     opts = "\n".join(f"  {line}" for line in _yaml_options(options))
-    text = textwrap.dedent(
-        """\
+    text = (
+        textwrap.dedent(
+            """\
         tenant: contract
         allow_inline_secrets: true
         source:
@@ -58,7 +59,12 @@ def config_text(tmp_path: Path, destination: str, **options: Any) -> str:
           admin_password: unused
           test_user: test@example.com
         """
-    ) + destination + f"options:\n  staging_dir: {tmp_path / 'staging'}\n" + opts + "\n"
+        )
+        + destination
+        + f"options:\n  staging_dir: {tmp_path / 'staging'}\n"
+        + opts
+        + "\n"
+    )
     return text
 
 
@@ -147,7 +153,7 @@ def sink(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Sink]:
             """
         )
     else:
-        block = f"destination:\n  type: {kind}\n  path: \"{tmp_path / kind}/{{local_part}}\"\n"
+        block = f'destination:\n  type: {kind}\n  path: "{tmp_path / kind}/{{local_part}}"\n'
 
     def make(**options: Any) -> TenantConfig:
         return base_config(tmp_path, block, **options)

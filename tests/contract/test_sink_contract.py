@@ -27,13 +27,21 @@ def mail(n: int, *, message_id: bool = True, extra: bytes = b"") -> bytes:
 def corpus() -> list[Msg]:
     return [
         Msg(mail(1), frozenset({"\\Seen"}), datetime(2024, 6, 3, 10, 1, 5, tzinfo=CEST)),
-        Msg(mail(2), frozenset({"\\Answered", "\\Flagged", "\\X-Forwarded"}),
-            datetime(2023, 1, 2, 3, 4, 5, tzinfo=UTC)),
-        Msg(mail(3, message_id=False), frozenset({"\\Seen", "Project_X"}),
-            datetime(2020, 2, 29, 23, 59, 59, tzinfo=CEST)),
-        Msg(mail(4, extra=b"From the start of a line\r\n>From quoted\r\n"),
+        Msg(
+            mail(2),
+            frozenset({"\\Answered", "\\Flagged", "\\X-Forwarded"}),
+            datetime(2023, 1, 2, 3, 4, 5, tzinfo=UTC),
+        ),
+        Msg(
+            mail(3, message_id=False),
+            frozenset({"\\Seen", "Project_X"}),
+            datetime(2020, 2, 29, 23, 59, 59, tzinfo=CEST),
+        ),
+        Msg(
+            mail(4, extra=b"From the start of a line\r\n>From quoted\r\n"),
             frozenset({"\\Draft", "X-Scalix-Processed", "\\X-Has-Attach"}),
-            datetime(2019, 12, 31, 12, 0, 0, tzinfo=UTC)),
+            datetime(2019, 12, 31, 12, 0, 0, tzinfo=UTC),
+        ),
     ]
 
 
@@ -86,8 +94,13 @@ def test_uidvalidity_change_replans_without_duplicates(sink: Sink) -> None:
     sink.stage(cfg, "INBOX", corpus(), uidvalidity=7)
     assert load_user(cfg, sink.journal, sink.user).appended == 4
     # The source rebuilt the folder: new UIDVALIDITY, new UIDs, one new message.
-    sink.stage(cfg, "INBOX", [*corpus(), Msg(mail(9), frozenset(), datetime.now(UTC))],
-               uidvalidity=8, first_uid=101)
+    sink.stage(
+        cfg,
+        "INBOX",
+        [*corpus(), Msg(mail(9), frozenset(), datetime.now(UTC))],
+        uidvalidity=8,
+        first_uid=101,
+    )
     again = load_user(cfg, sink.journal, sink.user)
     assert again.appended == 1
     with sink.open(cfg) as dest:
@@ -100,8 +113,11 @@ def test_uidvalidity_change_replans_without_duplicates(sink: Sink) -> None:
 def test_crash_between_appending_and_loaded_is_reconciled(sink: Sink) -> None:
     cfg = sink.config()
     twin = mail(20).replace(b"Body", b"Other body")  # same Message-ID as mail(20), same size
-    msgs = [*corpus(), Msg(mail(20), frozenset(), datetime(2021, 5, 5, tzinfo=UTC)),
-            Msg(twin, frozenset(), datetime(2021, 5, 5, tzinfo=UTC))]
+    msgs = [
+        *corpus(),
+        Msg(mail(20), frozenset(), datetime(2021, 5, 5, tzinfo=UTC)),
+        Msg(twin, frozenset(), datetime(2021, 5, 5, tzinfo=UTC)),
+    ]
     sink.stage(cfg, "INBOX", msgs)
     rows = list(sink.journal.entries(cfg.tenant, sink.user.key))
     by_sha = {r.sha256: r for r in rows}
@@ -112,8 +128,9 @@ def test_crash_between_appending_and_loaded_is_reconciled(sink: Sink) -> None:
         dest.ensure_folder("INBOX")
         for m in reached:
             dest.append("INBOX", m.body, expected_flags(m.flags), m.internaldate)
-    sink.journal.set_load_state([r.id for r in rows if r.id is not None], LoadState.appending,
-                                dest_folder="INBOX")
+    sink.journal.set_load_state(
+        [r.id for r in rows if r.id is not None], LoadState.appending, dest_folder="INBOX"
+    )
 
     result = load_user(cfg, sink.journal, sink.user)
 
@@ -136,9 +153,11 @@ def test_find_matches_by_fingerprint_without_message_id(sink: Sink) -> None:
         fp = fingerprint_of(body, len(body))
         found = dest.find("INBOX", message_id=None, size=len(body), fingerprint=fp)
         assert found is not None
-        assert (ident is None or found == ident)
-        assert dest.find("INBOX", message_id=None, size=len(body), fingerprint=fp,
-                         exclude={found}) is None
+        assert ident is None or found == ident
+        assert (
+            dest.find("INBOX", message_id=None, size=len(body), fingerprint=fp, exclude={found})
+            is None
+        )
         assert dest.find("INBOX", message_id=None, size=len(body) + 1, fingerprint=fp) is None
 
 
@@ -171,9 +190,17 @@ def test_verify_reports_differences(sink: Sink, tamper: str) -> None:
         with sink.open(cfg) as dest:
             dest.append("INBOX", mail(60), frozenset(), datetime.now(UTC))
     else:
-        sink.stage(cfg, "INBOX", [Msg(mail(61), frozenset(), datetime.now(UTC))],
-                   uidvalidity=next(iter([r["uidvalidity"] for r in sink.journal.folder_rows(
-                       cfg.tenant, sink.user.key)])), first_uid=3)
+        sink.stage(
+            cfg,
+            "INBOX",
+            [Msg(mail(61), frozenset(), datetime.now(UTC))],
+            uidvalidity=next(
+                iter(
+                    [r["uidvalidity"] for r in sink.journal.folder_rows(cfg.tenant, sink.user.key)]
+                )
+            ),
+            first_uid=3,
+        )
         row = next(e for e in sink.journal.entries(cfg.tenant, sink.user.key) if e.uid == 3)
         assert row.id is not None
         sink.journal.set_load_state([row.id], LoadState.loaded, dest_folder="INBOX")

@@ -49,30 +49,76 @@ def tricky_corpus() -> list[tuple[bytes, list[str]]]:
     """Real-world shapes that break naive copiers (bodies CRLF: Dovecot serves CRLF)."""
     long_line = b"x" * 12000
     return [
-        (_m(b"From: a@example.com", b"To: b@example.com", b"Subject: plain",
-            b"Date: Tue, 4 Jun 2024 09:00:00 +0200", b"Message-ID: <plain@example.com>", b"",
-            b"hello"), ["\\Seen"]),
+        (
+            _m(
+                b"From: a@example.com",
+                b"To: b@example.com",
+                b"Subject: plain",
+                b"Date: Tue, 4 Jun 2024 09:00:00 +0200",
+                b"Message-ID: <plain@example.com>",
+                b"",
+                b"hello",
+            ),
+            ["\\Seen"],
+        ),
         # 8-bit header and body bytes (latin-1 and UTF-8 raw, no encoded-words).
-        (_m(b"From: J\xf6rg <j@example.com>", b"Subject: Gr\xc3\xb6\xc3\x9fe \xe2\x82\xac",
-            b"Date: Wed, 5 Jun 2024 10:00:00 -0700", b"Message-ID: <8bit@example.com>", b"",
-            b"K\xe4se und Br\xf6tchen"), ["\\Answered", "$Forwarded"]),
+        (
+            _m(
+                b"From: J\xf6rg <j@example.com>",
+                b"Subject: Gr\xc3\xb6\xc3\x9fe \xe2\x82\xac",
+                b"Date: Wed, 5 Jun 2024 10:00:00 -0700",
+                b"Message-ID: <8bit@example.com>",
+                b"",
+                b"K\xe4se und Br\xf6tchen",
+            ),
+            ["\\Answered", "$Forwarded"],
+        ),
         # No Message-ID, no Date, no Subject.
         (_m(b"From: nobody@example.com", b"", b"headers missing"), []),
         # Duplicate Message-ID, different bodies.
         (_m(b"Message-ID: <dup@example.com>", b"Subject: dup one", b"", b"one"), ["\\Flagged"]),
         (_m(b"Message-ID: <dup@example.com>", b"Subject: dup two", b"", b"two"), ["\\Draft"]),
         # Odd MIME: nested multipart, missing final boundary, odd charset, base64 with garbage.
-        (_m(b"Message-ID: <mime@example.com>", b"MIME-Version: 1.0",
-            b'Content-Type: multipart/mixed; boundary="outer"', b"", b"--outer",
-            b'Content-Type: multipart/alternative; boundary="inner"', b"", b"--inner",
-            b"Content-Type: text/plain; charset=x-unknown", b"", b"text", b"--inner",
-            b"Content-Type: text/html", b"", b"<p>html</p>", b"--outer",
-            b"Content-Type: application/octet-stream",
-            b"Content-Transfer-Encoding: base64", b"", b"AAEC!!notbase64==", b""), []),
+        (
+            _m(
+                b"Message-ID: <mime@example.com>",
+                b"MIME-Version: 1.0",
+                b'Content-Type: multipart/mixed; boundary="outer"',
+                b"",
+                b"--outer",
+                b'Content-Type: multipart/alternative; boundary="inner"',
+                b"",
+                b"--inner",
+                b"Content-Type: text/plain; charset=x-unknown",
+                b"",
+                b"text",
+                b"--inner",
+                b"Content-Type: text/html",
+                b"",
+                b"<p>html</p>",
+                b"--outer",
+                b"Content-Type: application/octet-stream",
+                b"Content-Transfer-Encoding: base64",
+                b"",
+                b"AAEC!!notbase64==",
+                b"",
+            ),
+            [],
+        ),
         # Very long line, folded header, "From " lines in the body, trailing spaces.
-        (_m(b"Message-ID: <long@example.com>", b"Subject: a folded",
-            b"\tsubject line   ", b"", long_line, b"From the desk of", b">From quoted",
-            b"end   "), ["\\Seen", "Projekt_X"]),
+        (
+            _m(
+                b"Message-ID: <long@example.com>",
+                b"Subject: a folded",
+                b"\tsubject line   ",
+                b"",
+                long_line,
+                b"From the desk of",
+                b">From quoted",
+                b"end   ",
+            ),
+            ["\\Seen", "Projekt_X"],
+        ),
         # Header only, no body.
         (_m(b"Message-ID: <hdronly@example.com>", b"Subject: header only"), ["\\Seen"]),
     ]
@@ -110,8 +156,9 @@ def _user(local: str) -> ScalixUser:
     return ScalixUser(display_name=local, mailnode="mail", addresses=(f"{local}@example.com",))
 
 
-def _extract(cfg: TenantConfig, journal: Journal, user: ScalixUser, client: IMAPClient,
-             folder: str) -> int:
+def _extract(
+    cfg: TenantConfig, journal: Journal, user: ScalixUser, client: IMAPClient, folder: str
+) -> int:
     """A minimal extract: the source folder's messages into the journal and staging store."""
     info = client.select_folder(folder, readonly=True)
     uidvalidity = int(info[b"UIDVALIDITY"])
@@ -122,11 +169,18 @@ def _extract(cfg: TenantConfig, journal: Journal, user: ScalixUser, client: IMAP
     entries = []
     for uid, data in sorted(fetched.items()):
         body = data[b"BODY[]"]
-        entries.append(LedgerEntry(
-            folder=folder, uidvalidity=uidvalidity, uid=uid, sha256=store.put(body),
-            size=len(body), internaldate=data[b"INTERNALDATE"],
-            flags=frozenset(f.decode() for f in data[b"FLAGS"]) - {"\\Recent"},
-            message_id=message_id_of(body)))
+        entries.append(
+            LedgerEntry(
+                folder=folder,
+                uidvalidity=uidvalidity,
+                uid=uid,
+                sha256=store.put(body),
+                size=len(body),
+                internaldate=data[b"INTERNALDATE"],
+                flags=frozenset(f.decode() for f in data[b"FLAGS"]) - {"\\Recent"},
+                message_id=message_id_of(body),
+            )
+        )
     journal.record_batch(cfg.tenant, user.key, cursor, entries, max(fetched, default=0))
     return len(entries)
 
@@ -135,9 +189,11 @@ def _snapshot(client: IMAPClient, folder: str) -> list[tuple[str, frozenset[str]
     client.select_folder(folder, readonly=True)
     got = client.fetch(client.search("ALL"), ["BODY.PEEK[]", "FLAGS", "INTERNALDATE"])
     return sorted(
-        (hashlib.sha256(d[b"BODY[]"]).hexdigest(),
-         frozenset(f.decode() for f in d[b"FLAGS"]) - {"\\Recent"},
-         d[b"INTERNALDATE"].timestamp())
+        (
+            hashlib.sha256(d[b"BODY[]"]).hexdigest(),
+            frozenset(f.decode() for f in d[b"FLAGS"]) - {"\\Recent"},
+            d[b"INTERNALDATE"].timestamp(),
+        )
         for d in got.values()
     )
 
@@ -183,16 +239,26 @@ KILL_SCRIPT = textwrap.dedent(
 
 def _stage_many(cfg: TenantConfig, journal: Journal, user: ScalixUser, n: int) -> list[str]:
     store = StagingStore(cfg.options.staging_dir, cfg.tenant, user.key)
-    cursor = journal.open_folder(cfg.tenant, user.key, SourceFolder("INBOX", "INBOX", "/",
-                                                                    frozenset()), 1)
+    cursor = journal.open_folder(
+        cfg.tenant, user.key, SourceFolder("INBOX", "INBOX", "/", frozenset()), 1
+    )
     entries, hashes = [], []
     for i in range(n):
         mid = b"" if i % 7 == 0 else f"Message-ID: <m{i % 50}@example.com>\r\n".encode()
         body = mid + f"Subject: {i}\r\nDate: d{i}\r\n\r\n".encode() + b"y" * (2000 + i) + CRLF
         hashes.append(store.put(body))
-        entries.append(LedgerEntry("INBOX", 1, i + 1, hashes[-1], len(body),
-                                   datetime(2020, 1, 1, tzinfo=UTC) + timedelta(hours=i),
-                                   frozenset({"\\Seen"}), message_id_of(body)))
+        entries.append(
+            LedgerEntry(
+                "INBOX",
+                1,
+                i + 1,
+                hashes[-1],
+                len(body),
+                datetime(2020, 1, 1, tzinfo=UTC) + timedelta(hours=i),
+                frozenset({"\\Seen"}),
+                message_id_of(body),
+            )
+        )
     journal.record_batch(cfg.tenant, user.key, cursor, entries, n)
     return hashes
 
@@ -225,22 +291,34 @@ def test_kill_9_during_load_then_rerun_leaves_every_message_once(
     with _client(testbed, f"kim-{tag}@dest.test") as dst:
         dst.select_folder("INBOX", readonly=True)
         got = dst.fetch(dst.search("ALL"), ["BODY.PEEK[]"])
-        assert Counter(hashlib.sha256(d[b"BODY[]"]).hexdigest() for d in got.values()) == \
-            Counter(hashes)
+        assert Counter(hashlib.sha256(d[b"BODY[]"]).hexdigest() for d in got.values()) == Counter(
+            hashes
+        )
 
 
 def test_over_quota_fails_the_user(testbed: Any, tmp_path: Path) -> None:
     _, cfg = _config(tmp_path, testbed, "unused")
     user = ScalixUser(display_name="q", mailnode="mail", addresses=("overquota@dest.test",))
-    cfg = cfg.model_copy(update={"destination": cfg.destination.model_copy(
-        update={"login_template": "{email}"})})
+    cfg = cfg.model_copy(
+        update={"destination": cfg.destination.model_copy(update={"login_template": "{email}"})}
+    )
     with Journal.open(directory=tmp_path / "state") as journal:
         store = StagingStore(cfg.options.staging_dir, cfg.tenant, user.key)
-        cursor = journal.open_folder(cfg.tenant, user.key,
-                                     SourceFolder("INBOX", "INBOX", "/", frozenset()), 1)
+        cursor = journal.open_folder(
+            cfg.tenant, user.key, SourceFolder("INBOX", "INBOX", "/", frozenset()), 1
+        )
         body = b"Subject: big\r\n\r\n" + b"z" * (200 * 1024) + CRLF
-        journal.record_batch(cfg.tenant, user.key, cursor, [LedgerEntry(
-            "INBOX", 1, 1, store.put(body), len(body), datetime.now(UTC), frozenset(), None)], 1)
+        journal.record_batch(
+            cfg.tenant,
+            user.key,
+            cursor,
+            [
+                LedgerEntry(
+                    "INBOX", 1, 1, store.put(body), len(body), datetime.now(UTC), frozenset(), None
+                )
+            ],
+            1,
+        )
         with pytest.raises(UserError) as err:
             load_user(cfg, journal, user)
         assert err.value.code == "SXM-DST-003"
@@ -251,16 +329,27 @@ def test_message_refused_by_the_server_is_an_item_error(testbed: Any, tmp_path: 
     user = _user("kim")
     with Journal.open(directory=tmp_path / "state") as journal:
         store = StagingStore(cfg.options.staging_dir, cfg.tenant, user.key)
-        cursor = journal.open_folder(cfg.tenant, user.key,
-                                     SourceFolder("INBOX", "INBOX", "/", frozenset()), 1)
+        cursor = journal.open_folder(
+            cfg.tenant, user.key, SourceFolder("INBOX", "INBOX", "/", frozenset()), 1
+        )
         good = b"Subject: ok\r\n\r\nok\r\n"
-        rows = [LedgerEntry("INBOX", 1, 1, store.put(good), len(good), datetime.now(UTC),
-                            frozenset(), None),
-                # Dovecot refuses a zero-byte message.
-                LedgerEntry("INBOX", 1, 2, store.put(b""), 0, datetime.now(UTC), frozenset(),
-                            None),
-                LedgerEntry("INBOX", 1, 3, store.put(good + b"2"), len(good) + 1,
-                            datetime.now(UTC), frozenset(), None)]
+        rows = [
+            LedgerEntry(
+                "INBOX", 1, 1, store.put(good), len(good), datetime.now(UTC), frozenset(), None
+            ),
+            # Dovecot refuses a zero-byte message.
+            LedgerEntry("INBOX", 1, 2, store.put(b""), 0, datetime.now(UTC), frozenset(), None),
+            LedgerEntry(
+                "INBOX",
+                1,
+                3,
+                store.put(good + b"2"),
+                len(good) + 1,
+                datetime.now(UTC),
+                frozenset(),
+                None,
+            ),
+        ]
         journal.record_batch(cfg.tenant, user.key, cursor, rows, 3)
         result = load_user(cfg, journal, user)
         assert (result.appended, result.failed) == (2, 1)

@@ -15,8 +15,9 @@ def test_scalix_flags_are_mapped_and_dropped_by_the_default_table() -> None:
 
 
 def test_system_flags_are_kept_and_canonicalised() -> None:
-    got = map_flags({"\\seen", "\\ANSWERED", "\\Flagged", "\\Draft", "\\Deleted"}, {},
-                    keywords_allowed=False)
+    got = map_flags(
+        {"\\seen", "\\ANSWERED", "\\Flagged", "\\Draft", "\\Deleted"}, {}, keywords_allowed=False
+    )
     assert got.flags == {"\\Seen", "\\Answered", "\\Flagged", "\\Draft", "\\Deleted"}
 
 
@@ -27,8 +28,9 @@ def test_unknown_backslash_flags_and_invalid_keywords_are_dropped() -> None:
 
 
 def test_keywords_are_dropped_where_the_destination_refuses_them() -> None:
-    got = map_flags({"\\Seen", "$Label1", "\\X-Forwarded"}, DEFAULT_FLAG_MAP,
-                    keywords_allowed=False)
+    got = map_flags(
+        {"\\Seen", "$Label1", "\\X-Forwarded"}, DEFAULT_FLAG_MAP, keywords_allowed=False
+    )
     assert got.flags == {"\\Seen"}
     assert got.dropped == {"$Label1", "\\X-Forwarded"}
 

@@ -23,8 +23,9 @@ SCALIX = [
 ]
 
 
-def plan(tmp_path: Path, layout: Layout, sources: list[SourceFolderInfo] = SCALIX,
-         **options: Any) -> dict[str, str | None]:
+def plan(
+    tmp_path: Path, layout: Layout, sources: list[SourceFolderInfo] = SCALIX, **options: Any
+) -> dict[str, str | None]:
     cfg = base_config(tmp_path, "destination:\n  type: mbox\n  path: /x\n", **options)
     return {p.source: p.destination for p in plan_folders(cfg, sources, layout)}
 
@@ -51,8 +52,9 @@ def test_m365_preset_and_case_insensitive_collision(tmp_path: Path) -> None:
 
 
 def test_special_use_advertised_wins_over_preset_and_prefix_separator(tmp_path: Path) -> None:
-    layout = Layout(preset="generic", separator=".", prefix="INBOX.",
-                    special_use={"\\Sent": "INBOX.Gesendet"})
+    layout = Layout(
+        preset="generic", separator=".", prefix="INBOX.", special_use={"\\Sent": "INBOX.Gesendet"}
+    )
     got = plan(tmp_path, layout)
     assert got["Gesendete Objekte"] == "INBOX.Gesendet"
     assert got["Gesendete Objekte/2019"] == "INBOX.Gesendet.2019"
@@ -65,8 +67,11 @@ def test_separator_inside_a_name_and_gmail_blanks_are_renamed_and_reported(
     tmp_path: Path,
 ) -> None:
     cfg = base_config(tmp_path, "destination:\n  type: mbox\n  path: /x\n")
-    plans = plan_folders(cfg, [SourceFolderInfo("v1.2 notes"), SourceFolderInfo(" a  b ^x")],
-                         Layout(preset="gmail", separator="."))
+    plans = plan_folders(
+        cfg,
+        [SourceFolderInfo("v1.2 notes"), SourceFolderInfo(" a  b ^x")],
+        Layout(preset="gmail", separator="."),
+    )
     by = {p.source: p for p in plans}
     assert by["v1.2 notes"].destination == "v1_2 notes"
     assert by[" a  b ^x"].destination == "a b _x"
@@ -74,9 +79,14 @@ def test_separator_inside_a_name_and_gmail_blanks_are_renamed_and_reported(
 
 
 def test_renames_and_excludes(tmp_path: Path) -> None:
-    got = plan(tmp_path, Layout(preset="dovecot", separator="/"),
-               folders={"exclude": ["Kalender"],
-                        "renames": [{"pattern": "^INBOX/Projekte", "replacement": "Archiv"}]})
+    got = plan(
+        tmp_path,
+        Layout(preset="dovecot", separator="/"),
+        folders={
+            "exclude": ["Kalender"],
+            "renames": [{"pattern": "^INBOX/Projekte", "replacement": "Archiv"}],
+        },
+    )
     assert got["Kalender"] is None
     assert got["INBOX/Projekte"] == "Archiv"
     assert got["Entwürfe"] == "Drafts"
@@ -85,6 +95,7 @@ def test_renames_and_excludes(tmp_path: Path) -> None:
 @pytest.mark.parametrize("preset", ["dovecot", "generic"])
 def test_default_names_without_special_use(tmp_path: Path, preset: str) -> None:
     got = plan(tmp_path, Layout(preset=preset, separator="/"))
-    assert [got[n] for n in ("Gesendete Objekte", "Gelöschte Objekte", "Entwürfe",
-                             "Junk-E-Mail")] == ["Sent", "Trash", "Drafts", "Junk"]
+    assert [
+        got[n] for n in ("Gesendete Objekte", "Gelöschte Objekte", "Entwürfe", "Junk-E-Mail")
+    ] == ["Sent", "Trash", "Drafts", "Junk"]
     assert got["Sent"] == "Sent (2)"
