@@ -34,9 +34,7 @@ def _let_users_in_hook(flow: Flow[Any, Any], flow_run: FlowRun, state: State[Any
     config = flow_run.parameters.get("config")
     if config is None:
         return
-    from scalix_migrate import service
-
-    service.unlock(TenantConfig.model_validate(config))
+    steps.let_users_in_step(TenantConfig.model_validate(config))
 
 
 @dataclass
@@ -83,7 +81,10 @@ def migrate_tenant(
             message="preflight found blocking problems: "
             + "; ".join(f"{f['code']} {f['message']}" for f in blocking)
         )
-    excluded = {f["user"] for f in findings if f["severity"] == "exclude-user" and f["user"]}
+    excluded_names = {
+        f["user"].lower() for f in findings if f["severity"] == "exclude-user" and f["user"]
+    }
+    excluded = {u.key for u in selected if {u.key, u.name.lower()} & excluded_names}
     runnable = [u for u in selected if u.key not in excluded]
     if excluded:
         logger.warning("left out by preflight: %s", sorted(excluded))

@@ -8,6 +8,7 @@ server; otherwise Prefect starts a temporary local one).
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -88,6 +89,10 @@ def run(
 
 def run_flow(cfg: TenantConfig, **params: Any) -> Any:
     """Run the tenant flow in this process and return its final state."""
+    # Without PREFECT_API_URL, Prefect starts a temporary local server; on a busy 2-core
+    # machine its default 20 s start-up allowance is too short.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from flows.migrate_tenant import migrate_tenant
 
     return migrate_tenant(config=cfg, return_state=True, **params)
@@ -97,7 +102,8 @@ def run_flow(cfg: TenantConfig, **params: Any) -> Any:
 def preflight(file: ConfigFile) -> None:
     """Discover users and run every preflight check; writes preflight.csv and preflight.md."""
     from scalix_migrate.discovery import discover_users
-    from scalix_migrate.preflight import run_preflight, write_preflight_files
+    from scalix_migrate.preflight import run_preflight
+    from scalix_migrate.report import write_preflight_files
 
     cfg = _config(file)
     try:
@@ -152,11 +158,11 @@ def status(file: ConfigFile) -> None:
 @app.command()
 def unlock(file: ConfigFile) -> None:
     """Undo what restart-service changed (after a crash of the whole process). Idempotent."""
-    from scalix_migrate import service
+    from scalix_migrate.steps import let_users_in_step
 
     cfg = _config(file)
     try:
-        done = service.unlock(cfg)
+        done = let_users_in_step(cfg)
     except MigrationError as exc:
         raise _fail(exc) from None
     console.print("\n".join(done) if done else "nothing to undo")

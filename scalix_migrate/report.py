@@ -215,3 +215,24 @@ def users_table(journal: Journal, tenant: str) -> list[dict[str, Any]]:
         }
         for row in frame.to_dict(orient="records")
     ]
+
+
+def write_preflight_files(rows: list[dict[str, str]], directory: Path) -> list[Path]:
+    """preflight.csv and preflight.md from the findings' rows."""
+    directory.mkdir(parents=True, exist_ok=True)
+    columns = ["severity", "code", "user", "message", "remedy"]
+    frame = pd.DataFrame(rows, columns=columns)
+    csv_path, md_path = directory / "preflight.csv", directory / "preflight.md"
+    frame.to_csv(csv_path, index=False)
+    lines = ["# Preflight findings", ""]
+    if frame.empty:
+        lines.append("No findings: every check passed.")
+    else:
+        counts = Counter(frame["severity"])
+        lines.append(", ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
+        lines += ["", "| severity | code | user | message | remedy |", "|---|---|---|---|---|"]
+        for r in frame.itertuples(index=False):
+            cells = [str(getattr(r, c)).replace("|", "\\|") for c in columns]
+            lines.append("| " + " | ".join(cells) + " |")
+    md_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return [csv_path, md_path]

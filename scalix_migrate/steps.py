@@ -183,3 +183,34 @@ def verify_step(cfg: TenantConfig, user: ScalixUser) -> dict[str, Any]:
 
     result = run_user_step(cfg, user, "verify", body, running="verifying", done="done")
     return counts_of(result)
+
+
+def restart_service_step(
+    cfg: TenantConfig, users: Sequence[ScalixUser], *, dry_run: bool = False
+) -> list[str]:
+    """Keep users out and restart Scalix (opt-in: ``service.restart``).
+
+    Returns the command lines run (or, in a dry run, those that would run). The changes are in
+    the journal; :func:`let_users_in_step` undoes them.
+    """
+    from scalix_migrate import service
+
+    if not cfg.service.restart:
+        return []
+    if dry_run:
+        return service.plan_commands(cfg, users)
+    with journal_for(cfg) as journal:
+        admin = service.make_admin(cfg, journal)
+        with admin:
+            outcome = service.prepare(cfg, journal, users, admin)
+    return [c.do for c in outcome.changes]
+
+
+def let_users_in_step(cfg: TenantConfig) -> list[str]:
+    """Undo every pending restart-service change of the tenant (idempotent)."""
+    from scalix_migrate import service
+
+    with journal_for(cfg) as journal:
+        if not journal.pending_undos(cfg.tenant):
+            return []
+        return service.unlock(cfg, journal)

@@ -73,9 +73,8 @@ def discover_users(config: TenantConfig) -> list[ScalixUser]:
 )
 def preflight_validate(config: TenantConfig, users: list[ScalixUser]) -> list[dict[str, Any]]:
     """Run every preflight check; returns the findings as rows (blocking ones included)."""
-    from scalix_migrate.preflight import run_preflight
-
     from scalix_migrate.discovery import Discovery
+    from scalix_migrate.preflight import run_preflight
 
     report = run_preflight(config, Discovery(users=list(users), unparsed=[]))
     rows = report.to_rows()
@@ -96,9 +95,7 @@ def preflight_validate(config: TenantConfig, users: list[ScalixUser]) -> list[di
     task_run_name="restart-service-{config.tenant}",
 )
 def restart_service(config: TenantConfig, users: list[ScalixUser], dry_run: bool) -> list[str]:
-    from scalix_migrate import service
-
-    return service.lock_out_and_restart(config, users, dry_run=dry_run)
+    return steps.restart_service_step(config, users, dry_run=dry_run)
 
 
 @task(
@@ -109,9 +106,7 @@ def restart_service(config: TenantConfig, users: list[ScalixUser], dry_run: bool
     task_run_name="let-users-in-{config.tenant}",
 )
 def let_users_in(config: TenantConfig) -> list[str]:
-    from scalix_migrate import service
-
-    return service.unlock(config)
+    return steps.let_users_in_step(config)
 
 
 @task(
