@@ -118,7 +118,7 @@ def _compare_user(cfg: TenantConfig, journal: Journal, user: ScalixUser) -> list
         for folder in source.list_folders():
             if not folder.selectable or folder.name not in dest_names:
                 continue
-            _, exists = source.examine(folder)
+            _, exists = source.examine(folder)  # the server's own count (EXISTS)
             sizes = [m.size for m in source.message_info(folder, source.uids_above(folder, 0))]
             dest_name = dest_names[folder.name] or folder.name
             dest_sizes = [m.size for m in dest.messages(dest_name)]
@@ -128,7 +128,7 @@ def _compare_user(cfg: TenantConfig, journal: Journal, user: ScalixUser) -> list
                     user.key,
                     folder.name,
                     dest_name,
-                    len(sizes),
+                    exists,
                     sum(sizes),
                     sk_n,
                     sk_b,
