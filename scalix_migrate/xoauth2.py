@@ -18,6 +18,7 @@ repr.
 from __future__ import annotations
 
 import base64
+import re
 import shlex
 import subprocess
 from pathlib import Path
@@ -54,7 +55,19 @@ class TokenSource:
     def argv(self) -> list[str]:
         """The token command's arguments, placeholders filled (no shell involved)."""
         assert self._command is not None
-        return [arg.format_map(self._values) for arg in shlex.split(self._command)]
+        return [self._fill(arg) for arg in shlex.split(self._command)]
+
+    def _fill(self, text: str) -> str:
+        # Only the known placeholders are replaced: other braces (JSON, f-strings) stay as is.
+        return (
+            re.sub(
+                r"\{(" + "|".join(map(re.escape, self._values)) + r")\}",
+                lambda m: self._values[m.group(1)],
+                text,
+            )
+            if self._values
+            else text
+        )
 
     def token(self, *, refresh: bool = False) -> str:
         if self._token is None or refresh:
@@ -85,7 +98,7 @@ class TokenSource:
             token = done.stdout.decode("utf-8", "replace").strip()
         else:
             assert self._file is not None
-            path = Path(self._file.format_map(self._values)).expanduser()
+            path = Path(self._fill(self._file)).expanduser()
             try:
                 token = path.read_text(encoding="utf-8").strip()
             except OSError as exc:
