@@ -131,11 +131,14 @@ def _client(testbed: Any, login: str) -> IMAPClient:
     return c
 
 
-def _config(tmp_path: Path, testbed: Any, tag: str, **options: Any) -> tuple[Path, TenantConfig]:
+def _config(
+    tmp_path: Path, testbed: Any, tag: str, *, dest_extra: str = "", **options: Any
+) -> tuple[Path, TenantConfig]:
     secret = tmp_path / "dest-password"
     secret.write_text(testbed.dest_password)
-    block = textwrap.dedent(
-        f"""\
+    block = (
+        textwrap.dedent(
+            f"""\
         destination:
           type: imap
           host: 127.0.0.1
@@ -145,6 +148,8 @@ def _config(tmp_path: Path, testbed: Any, tag: str, **options: Any) -> tuple[Pat
           login_template: "{{local_part}}-{tag}@dest.test"
           password: "file:{secret}"
         """
+        )
+        + dest_extra
     )
     text = config_text(tmp_path, block, **options) + f"  state:\n    dir: {tmp_path / 'state'}\n"
     path = tmp_path / "tenant.yaml"
@@ -354,3 +359,29 @@ def test_message_refused_by_the_server_is_an_item_error(testbed: Any, tmp_path: 
         result = load_user(cfg, journal, user)
         assert (result.appended, result.failed) == (2, 1)
         assert [(f.uid, f.code) for f in result.item_errors] == [(2, "SXM-DST-004")]
+
+
+def test_daily_byte_budget_stops_the_user_and_resumes_later(testbed: Any, tmp_path: Path) -> None:
+    import sqlalchemy as sa
+
+    from scalix_migrate.state import messages
+
+    tag = uuid.uuid4().hex[:8]
+    user = _user("kim")
+    # Each staged message is 2,000-2,010 bytes: a 5,000-byte budget takes two a day.
+    _, cfg = _config(tmp_path, testbed, tag, dest_extra="  daily_byte_budget: 5000\n")
+    with Journal.open(directory=tmp_path / "state") as journal:
+        _stage_many(cfg, journal, user, 5)
+        first = load_user(cfg, journal, user)
+        assert (first.appended, first.stopped_code) == (2, "SXM-DST-006")
+        same_day = load_user(cfg, journal, user)
+        assert (same_day.appended, same_day.stopped_code) == (0, "SXM-DST-006")
+        # A day later the window has moved on.
+        with journal.engine.begin() as conn:
+            conn.execute(
+                messages.update().values(updated_at=datetime.now(UTC) - timedelta(hours=25))
+            )
+        next_day = load_user(cfg, journal, user)
+        assert (next_day.appended, next_day.stopped_code) == (2, "SXM-DST-006")
+        assert journal.counts_by_state(cfg.tenant, user.key) == {"loaded": 4, "staged": 1}
+        assert sa is not None
