@@ -303,7 +303,7 @@ def test_kill_9_during_load_then_rerun_leaves_every_message_once(
 
 def test_over_quota_fails_the_user(testbed: Any, tmp_path: Path) -> None:
     _, cfg = _config(tmp_path, testbed, "unused")
-    user = ScalixUser(display_name="q", mailnode="mail", addresses=("overquota@dest.test",))
+    user = ScalixUser(display_name="q", mailnode="mail", addresses=(testbed.dest_overquota_login,))
     cfg = cfg.model_copy(
         update={"destination": cfg.destination.model_copy(update={"login_template": "{email}"})}
     )
