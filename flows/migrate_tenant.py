@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import concurrent.futures
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
+from uuid import UUID
 
 from prefect import Flow, flow, get_run_logger
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
-from prefect.client.schemas.objects import FlowRun
+from prefect.client.schemas.objects import FlowRun, State
 from prefect.futures import PrefectFuture
-from prefect.states import Completed, Failed, State
+from prefect.states import Completed, Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 import tasks
@@ -52,7 +54,7 @@ class _UserRun:
     flow_run_name="migrate-{config.tenant}-{phase}",
     log_prints=True,
     persist_result=True,
-    task_runner=ThreadPoolTaskRunner(max_workers=MAX_POOL),
+    task_runner=ThreadPoolTaskRunner(max_workers=MAX_POOL),  # type: ignore[arg-type]
     on_failure=[_let_users_in_hook],
     on_cancellation=[_let_users_in_hook],
     on_crashed=[_let_users_in_hook],
@@ -119,16 +121,17 @@ def _migrate_users(
     config: TenantConfig, users: list[ScalixUser], phase: Literal["full", "delta"]
 ) -> list[str]:
     """Run extract -> load -> verify per user, at most ``concurrency.users`` users at once."""
-    chain = [
+    chain: list[tuple[str, Callable[[ScalixUser], PrefectFuture[Any]]]] = [
         ("extract", lambda u: tasks.extract_user.submit(config, u, phase)),
         ("load", lambda u: tasks.load_user.submit(config, u)),
         ("verify", lambda u: tasks.verify_user.submit(config, u)),
     ]
-    progress = create_progress_artifact(
+    created = create_progress_artifact(
         progress=0.0,
         key=tasks.artifact_key(config.tenant, "progress"),
         description=f"Users finished of {len(users)}",
     )
+    progress = created if isinstance(created, UUID) else None
     waiting: deque[ScalixUser] = deque(users)
     running: list[_UserRun] = []
     failed: list[str] = []

@@ -330,9 +330,9 @@ def parse_config(text: str, filename: str = "<config>") -> TenantConfig:
         raise ConfigError(problems[0], problems=problems) from None
     if not cfg.allow_inline_secrets:
         for dotted in inline_secret_paths(cfg):
-            line = lines.get(tuple(dotted.split(".")), 1)
+            where = lines.get(tuple(dotted.split(".")), 1)
             problems.append(
-                f"{filename}:{line} {dotted}: expected a secret reference (${{ENV_VAR}}, "
+                f"{filename}:{where} {dotted}: expected a secret reference (${{ENV_VAR}}, "
                 "file:/path or prefect-secret:NAME), got an inline secret; move it out of the "
                 "file or set allow_inline_secrets: true"
             )

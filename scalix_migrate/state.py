@@ -618,7 +618,9 @@ class Journal:
                     done_at=_now(),
                 )
             )
-            return int(res.inserted_primary_key[0])
+            key = res.inserted_primary_key
+            assert key is not None  # an INSERT into a table with an integer primary key
+            return int(key[0])
 
     def pending_undos(self, tenant: str) -> list[dict[str, Any]]:
         """Changes not yet undone, newest first (undo in reverse order)."""

@@ -104,7 +104,7 @@ def run_user_step(
 ) -> T:
     """Run one user step with status bookkeeping: running -> done, or failed with its code."""
     with journal_for(cfg) as journal:
-        stamps = {started_col: _now()} if started_col else {}
+        stamps: dict[str, Any] = {started_col: _now()} if started_col else {}
         journal.set_user_status(cfg.tenant, user.key, running, **stamps)
         try:
             result = body(journal)
@@ -130,7 +130,7 @@ def run_user_step(
             raise UserError(
                 f"{step} failed unexpectedly ({type(exc).__name__})", user=user.key
             ) from exc
-        stamps = {finished_col: _now()} if finished_col else {}
+        stamps = {finished_col: _now()} if finished_col else {}  # same type as above
         journal.set_user_status(cfg.tenant, user.key, done, **stamps)
         return result
 

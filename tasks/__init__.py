@@ -12,8 +12,7 @@ from typing import Any
 from prefect import Task, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.blocks.system import Secret
-from prefect.client.schemas.objects import TaskRun
-from prefect.states import State
+from prefect.client.schemas.objects import State, TaskRun
 
 from scalix_migrate import steps
 from scalix_migrate.config import TenantConfig
@@ -23,12 +22,12 @@ from scalix_migrate.report import summary_markdown, users_frame, users_table, wr
 from scalix_migrate.secrets import register_resolver
 
 # Retry delays live here once, so tests can shorten them (see tests/flows/conftest.py).
-RETRY_DELAYS_S = [10, 60, 300]
+RETRY_DELAYS_S: list[float] = [10, 60, 300]
 
 
 def _load_prefect_secret(name: str) -> str:
-    value = Secret.load(name).get()
-    return str(value)
+    block: Secret[str] = Secret.load(name)  # type: ignore[assignment]  # sync in sync context
+    return str(block.get())
 
 
 register_resolver("prefect-secret", _load_prefect_secret)
