@@ -30,6 +30,7 @@ from typing import Any
 
 from imapclient import IMAPClient, SocketTimeout
 from imapclient import exceptions as imap_exc
+from imapclient.response_parser import parse_fetch_response
 
 from scalix_migrate.config import TenantConfig, TLSMode
 from scalix_migrate.errors import FatalError, ItemError, TransientError, UserError
@@ -360,12 +361,25 @@ class ScalixMailbox:
         self._require(folder)
         if up_to_uid < 1:
             return {}
+        # imapclient's fetch() only takes UID lists; a range keeps the command short.
+        imap = self.client._imap
         with self._guard(folder=folder.name):
-            response = self.client.fetch(f"1:{up_to_uid}", [b"UID", b"FLAGS"])
+            tag = imap._command("UID", "FETCH", f"1:{up_to_uid}", "(UID FLAGS)")
+            typ, data = imap._command_complete("FETCH", tag)
+            if typ != "OK":
+                raise ItemError(
+                    f"UID FETCH FLAGS refused: {_text(data)}",
+                    code="SXM-IMAP-005",
+                    user=self.user.key,
+                    folder=folder.name,
+                )
+            typ, data = imap._untagged_response(typ, data, "FETCH")
+        # Keyed by sequence number: answers without a UID are unsolicited and dropped.
+        response = parse_fetch_response(data, False, False)
         return {
-            int(k): _decode_flags(v.get(b"FLAGS", ()))
-            for k, v in response.items()
-            if int(k) <= up_to_uid
+            int(v[b"UID"]): _decode_flags(v.get(b"FLAGS", ()))
+            for v in response.values()
+            if b"UID" in v and int(v[b"UID"]) <= up_to_uid
         }
 
     def fetch(

@@ -222,6 +222,12 @@ def test_examine_fetch_normalises_scalix_flags_and_dates(tmp_path: Path) -> None
             assert uids == [2, 3]
             infos = list(mbox.message_info(inbox, [1, *uids]))
             got = [m for batch in mbox.fetch(inbox, infos) for m in batch]
+            known_flags = mbox.flags(inbox, 2)
+    assert known_flags == {
+        1: frozenset({"\\Seen", "$Forwarded", "\\X-Forwarded"}),
+        2: frozenset({"\\Seen", "\\X-Has-Attach", "X-Scalix-Processed"}),
+    }
+    assert b"UID FETCH 1:2 (UID FLAGS)" in b" ".join(server.commands)
     assert all(isinstance(m, FetchedMessage) for m in got)
     first, second, third = got
     assert isinstance(first, FetchedMessage)
