@@ -57,26 +57,50 @@ def scalix_default_folders() -> list[FolderSpec]:
 
 def baseline_directory(admin_password: str) -> Directory:
     """Two mailnodes, a full admin with mboxadmin, a full admin without it, and users."""
-    def user(display: str, node: str, auth_id: str, addresses: list[str],
-             **kw: Any) -> DirectoryUser:
-        return DirectoryUser(display_name=display, mailnode=node, auth_id=auth_id,
-                             addresses=addresses, password=secrets.token_hex(12),
-                             folders=scalix_default_folders(), **kw)
 
-    admin = user("Scalix Admin", MAILNODES[0], ADMIN_AUTH_ID, ["sxadmin@example.test"],
-                 full_admin=True, capabilities=["mboxadmin"])
+    def user(
+        display: str, node: str, auth_id: str, addresses: list[str], **kw: Any
+    ) -> DirectoryUser:
+        return DirectoryUser(
+            display_name=display,
+            mailnode=node,
+            auth_id=auth_id,
+            addresses=addresses,
+            password=secrets.token_hex(12),
+            folders=scalix_default_folders(),
+            **kw,
+        )
+
+    admin = user(
+        "Scalix Admin",
+        MAILNODES[0],
+        ADMIN_AUTH_ID,
+        ["sxadmin@example.test"],
+        full_admin=True,
+        capabilities=["mboxadmin"],
+    )
     admin.password = admin_password
-    return Directory(mailnodes=list(MAILNODES), users=[
-        admin,
-        user("No Right", MAILNODES[0], NORIGHT_AUTH_ID, ["noright@example.test"],
-             full_admin=True),
-        user("Kim Lee", MAILNODES[0], "klee", [TEST_USER, "kim@example.test"]),
-        user("Jo Brown", MAILNODES[0], "jbrown", ["jo.brown@example.test"],
-             user_class="Limited"),
-        user("Ana Silva", MAILNODES[1], "asilva", ["ana.silva@branch.example.test"]),
-        user("Bulk Added", MAILNODES[1], "bulk", ["bulk@branch.example.test"],
-             has_message_store=False),
-    ])
+    return Directory(
+        mailnodes=list(MAILNODES),
+        users=[
+            admin,
+            user(
+                "No Right", MAILNODES[0], NORIGHT_AUTH_ID, ["noright@example.test"], full_admin=True
+            ),
+            user("Kim Lee", MAILNODES[0], "klee", [TEST_USER, "kim@example.test"]),
+            user(
+                "Jo Brown", MAILNODES[0], "jbrown", ["jo.brown@example.test"], user_class="Limited"
+            ),
+            user("Ana Silva", MAILNODES[1], "asilva", ["ana.silva@branch.example.test"]),
+            user(
+                "Bulk Added",
+                MAILNODES[1],
+                "bulk",
+                ["bulk@branch.example.test"],
+                has_message_store=False,
+            ),
+        ],
+    )
 
 
 @dataclass
@@ -98,7 +122,6 @@ class ScalixTestbed:
     admin_password: str = field(repr=False)
     dest_imap_port: int
     dest_password: str = field(repr=False)
-    dest_overquota_login: str = dovecot.OVERQUOTA_LOGIN
     logs: dict[str, Path] = field(default_factory=dict)
     startup_s: float = 0.0
 
@@ -115,9 +138,14 @@ class ScalixTestbed:
     def add_user(self, user: DirectoryUser) -> None:
         """Add ``user`` to the directory and create its mailbox with exactly ``user.folders``
         (INBOX always exists; nothing is created when it has no message store)."""
+
         def add(d: Directory) -> None:
-            clash = [u for u in d.users if u.auth_id.lower() == user.auth_id.lower()
-                     or any(u.matches(a) for a in user.addresses)]
+            clash = [
+                u
+                for u in d.users
+                if u.auth_id.lower() == user.auth_id.lower()
+                or any(u.matches(a) for a in user.addresses)
+            ]
             if clash:
                 raise ValueError(f"the directory already has a user like {user.name}")
             d.users.append(copy.deepcopy(user))
@@ -147,8 +175,9 @@ class ScalixTestbed:
                     if not client.folder_exists(msg.folder):
                         client.create_folder(msg.folder)
                     known.add(msg.folder)
-                client.append(msg.folder, msg.body, flags=storable_flags(msg.flags),
-                              msg_time=msg.internaldate)
+                client.append(
+                    msg.folder, msg.body, flags=storable_flags(msg.flags), msg_time=msg.internaldate
+                )
 
     def source_messages(self, user_identity: str, folder: str) -> list[FetchedMessage]:
         """What the Scalix stand-in holds in ``folder``, for assertions."""
@@ -162,14 +191,16 @@ class ScalixTestbed:
 
     @contextlib.contextmanager
     def _mailbox(self, user_identity: str) -> Iterator[Any]:
-        with login(self.imap_port, f"mboxadmin:{self.admin_user}:{user_identity}",
-                   self.admin_password) as client:
+        with login(
+            self.imap_port, f"mboxadmin:{self.admin_user}:{user_identity}", self.admin_password
+        ) as client:
             yield client
 
     # --- tenant config -------------------------------------------------------------------
 
-    def make_config(self, tmp_path: Path, *, destination: dict[str, Any],
-                    **overrides: Any) -> tuple[Path, TenantConfig]:
+    def make_config(
+        self, tmp_path: Path, *, destination: dict[str, Any], **overrides: Any
+    ) -> tuple[Path, TenantConfig]:
         """Write ``tmp_path/tenant.yaml`` pointing at the test bed and load it.
 
         Secrets are written to files under ``tmp_path/secrets`` and referenced as ``file:``;
@@ -212,8 +243,12 @@ class ScalixTestbed:
                     "connect_timeout_s": 10,
                     "command_timeout_s": 60,
                 },
-                "imap": {"host": "127.0.0.1", "port": self.imap_port, "tls": "none",
-                         "timeout_s": 30},
+                "imap": {
+                    "host": "127.0.0.1",
+                    "port": self.imap_port,
+                    "tls": "none",
+                    "timeout_s": 30,
+                },
             },
             "destination": dest,
             "options": {
@@ -246,7 +281,7 @@ def _checkpassword_wrapper(path: Path, directory_path: Path, mail_root: Path) ->
         f"SXM_SANDBOX_DIRECTORY='{directory_path}' SXM_MAIL_ROOT='{mail_root}' "
         f"SXM_MAIL_UID={ident.mail_uid} SXM_MAIL_GID={ident.mail_gid}\n"
         "export SXM_SANDBOX_DIRECTORY SXM_MAIL_ROOT SXM_MAIL_UID SXM_MAIL_GID\n"
-        f'exec \'{sys.executable}\' -S \'{script}\' "$@"\n'
+        f"exec '{sys.executable}' -S '{script}' \"$@\"\n"
     )
     path.chmod(0o755)
 
@@ -257,7 +292,7 @@ def running_testbed() -> Iterator[ScalixTestbed]:
     started = time.monotonic()
     # Not pytest's tmp_path: its root is 0700 and Dovecot's mail processes run as "nobody".
     workdir = Path(tempfile.mkdtemp(prefix="sxm-testbed-"))
-    os.chmod(workdir, 0o755)
+    os.chmod(workdir, 0o755)  # noqa: S103 (mail processes run as nobody)
     with contextlib.ExitStack() as stack:
         if os.environ.get("SXM_KEEP_TESTBED") != "1":
             stack.callback(shutil.rmtree, workdir, ignore_errors=True)
@@ -279,14 +314,22 @@ def running_testbed() -> Iterator[ScalixTestbed]:
             stack.callback(server.stop)
             server.start()
         bed = ScalixTestbed(
-            workdir=workdir, directory_path=directory_path, bin_dir=bin_dir,
-            imap_port=source.port, imaps_port=source.ssl_port or 0, ca_file=certs.ca_file,
-            ssh_port=sshd.port, ssh_user=sshd.user, ssh_key_file=sshd.client_key,
-            known_hosts=sshd.known_hosts, host_key_fingerprint=sshd.host_key_fingerprint,
-            admin_user=ADMIN_AUTH_ID, admin_password=admin_password,
-            dest_imap_port=dest.port, dest_password=dest_password,
-            logs={"scalix": source.log_file, "destination": dest.log_file,
-                  "sshd": sshd.log_file},
+            workdir=workdir,
+            directory_path=directory_path,
+            bin_dir=bin_dir,
+            imap_port=source.port,
+            imaps_port=source.ssl_port or 0,
+            ca_file=certs.ca_file,
+            ssh_port=sshd.port,
+            ssh_user=sshd.user,
+            ssh_key_file=sshd.client_key,
+            known_hosts=sshd.known_hosts,
+            host_key_fingerprint=sshd.host_key_fingerprint,
+            admin_user=ADMIN_AUTH_ID,
+            admin_password=admin_password,
+            dest_imap_port=dest.port,
+            dest_password=dest_password,
+            logs={"scalix": source.log_file, "destination": dest.log_file, "sshd": sshd.log_file},
         )
         for user in baseline.users:
             if user.has_message_store:

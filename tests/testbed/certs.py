@@ -23,18 +23,65 @@ def make_certificates(directory: Path) -> TestCertificates:
     key, csr, cert = directory / "server.key", directory / "server.csr", directory / "server.pem"
     ext = directory / "server.ext"
     ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
-    run_checked([openssl, "req", "-x509", *ec, "-keyout", str(ca_key), "-out", str(ca_file),
-                 "-days", "2", "-subj", "/CN=scalix-migrate test CA",
-                 "-addext", "basicConstraints=critical,CA:TRUE",
-                 "-addext", "keyUsage=critical,keyCertSign,cRLSign"])
-    run_checked([openssl, "req", "-new", *ec, "-keyout", str(key), "-out", str(csr),
-                 "-subj", "/CN=localhost"])
-    ext.write_text("basicConstraints=CA:FALSE\n"
-                   "keyUsage=critical,digitalSignature,keyEncipherment\n"
-                   "extendedKeyUsage=serverAuth\n"
-                   "subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    run_checked([openssl, "x509", "-req", "-in", str(csr), "-CA", str(ca_file),
-                 "-CAkey", str(ca_key), "-CAcreateserial", "-out", str(cert), "-days", "2",
-                 "-extfile", str(ext)])
+    run_checked(
+        [
+            openssl,
+            "req",
+            "-x509",
+            *ec,
+            "-keyout",
+            str(ca_key),
+            "-out",
+            str(ca_file),
+            "-days",
+            "2",
+            "-subj",
+            "/CN=scalix-migrate test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ]
+    )
+    run_checked(
+        [
+            openssl,
+            "req",
+            "-new",
+            *ec,
+            "-keyout",
+            str(key),
+            "-out",
+            str(csr),
+            "-subj",
+            "/CN=localhost",
+        ]
+    )
+    ext.write_text(
+        "basicConstraints=CA:FALSE\n"
+        "keyUsage=critical,digitalSignature,keyEncipherment\n"
+        "extendedKeyUsage=serverAuth\n"
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\n"
+    )
+    run_checked(
+        [
+            openssl,
+            "x509",
+            "-req",
+            "-in",
+            str(csr),
+            "-CA",
+            str(ca_file),
+            "-CAkey",
+            str(ca_key),
+            "-CAcreateserial",
+            "-out",
+            str(cert),
+            "-days",
+            "2",
+            "-extfile",
+            str(ext),
+        ]
+    )
     key.chmod(0o600)
     return TestCertificates(ca_file=ca_file, cert_file=cert, key_file=key)

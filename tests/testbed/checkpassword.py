@@ -2,7 +2,8 @@
 
 Run by Dovecot's auth process as ``checkpassword.py <reply-program>`` with ``user\\0password\\0``
 on fd 3 (the qmail checkpassword protocol). The directory JSON named by ``SXM_SANDBOX_DIRECTORY``
-(set in the generated wrapper script, with ``SXM_MAIL_ROOT``/``SXM_MAIL_UID``/``SXM_MAIL_GID``) decides, through
+(set in the generated wrapper script, beside ``SXM_MAIL_ROOT``, ``SXM_MAIL_UID`` and
+``SXM_MAIL_GID``) decides, through
 :meth:`scalix_migrate.sandbox.directory.Directory.authenticate`:
 
 * ``mboxadmin:<admin>:<user>`` with the admin's password, when the admin holds ``mboxadmin``,
@@ -46,6 +47,7 @@ def _directory_class() -> type[Directory]:
     cls: type[Directory] = module.Directory
     return cls
 
+
 SCALIX_LOGIN_FAILURE = "LOGIN failure, user name or password rejected"
 FAILURE_REASON = SCALIX_LOGIN_FAILURE
 
@@ -83,14 +85,14 @@ def main(argv: list[str]) -> int:
         key = mailbox_key(user)
         os.environ["USER"] = key
         os.environ["HOME"] = f"{os.environ.get('SXM_MAIL_ROOT', '/nonexistent')}/{key}"
-        os.environ["userdb_uid"] = os.environ.get("SXM_MAIL_UID", str(os.getuid()))
-        os.environ["userdb_gid"] = os.environ.get("SXM_MAIL_GID", str(os.getgid()))
+        os.environ["userdb_uid"] = os.environ.get("SXM_MAIL_UID", str(os.getuid()))  # noqa: SIM112
+        os.environ["userdb_gid"] = os.environ.get("SXM_MAIL_GID", str(os.getgid()))  # noqa: SIM112
         os.environ["EXTRA"] = "userdb_uid userdb_gid"
     else:
-        os.environ["nologin"] = "y"
-        os.environ["reason"] = FAILURE_REASON
+        os.environ["nologin"] = "y"  # noqa: SIM112
+        os.environ["reason"] = FAILURE_REASON  # noqa: SIM112
         os.environ["EXTRA"] = "nologin reason"
-    os.execv(argv[1], [argv[1]])
+    os.execv(argv[1], [argv[1]])  # noqa: S606 (the checkpassword protocol)
     return 111  # not reached: execv replaces the process
 
 

@@ -37,8 +37,6 @@ DEST_SPECIAL_USE = {
     "Junk": "\\Junk",
     "Archive": "\\Archive",
 }
-OVERQUOTA_LOGIN = "overquota@dest.test"
-OVERQUOTA_KIB = 64
 
 
 @dataclass(frozen=True)
@@ -74,13 +72,14 @@ class DovecotServer:
 
     def start(self, *, timeout_s: float = 10.0) -> None:
         dovecot = require_binary("dovecot", "/usr/sbin/dovecot")
-        self.process = start_daemon([dovecot, "-F", "-c", str(self.config_file)],
-                                    log_file=self.log_file)
-        wait_for_port(self.port, timeout_s=timeout_s, log_file=self.log_file,
-                      process=self.process)
+        self.process = start_daemon(
+            [dovecot, "-F", "-c", str(self.config_file)], log_file=self.log_file
+        )
+        wait_for_port(self.port, timeout_s=timeout_s, log_file=self.log_file, process=self.process)
         if self.ssl_port is not None:
-            wait_for_port(self.ssl_port, timeout_s=timeout_s, log_file=self.log_file,
-                          process=self.process)
+            wait_for_port(
+                self.ssl_port, timeout_s=timeout_s, log_file=self.log_file, process=self.process
+            )
 
     def stop(self) -> None:
         if self.process is not None:
@@ -128,7 +127,7 @@ def _mailboxes(special: dict[str, str], *, auto: str) -> str:
 def _prepare(root: Path, ident: MailIdentity) -> None:
     for sub in ("run", "state", "mail"):
         (root / sub).mkdir(parents=True, exist_ok=True)
-    os.chmod(root, 0o755)
+    os.chmod(root, 0o755)  # noqa: S103 (Dovecot's unprivileged processes traverse it)
     os.chown(root / "mail", ident.mail_uid, ident.mail_gid)
 
 
@@ -139,7 +138,9 @@ def scalix_source(root: Path, certs: TestCertificates, checkpassword: Path) -> D
     _prepare(root, ident)
     port, ssl_port = free_port(), free_port()
     log_file = root / "dovecot.log"
-    conf = _common(root, f"sxm-scalix-{port}", ident, log_file) + f"""\
+    conf = (
+        _common(root, f"sxm-scalix-{port}", ident, log_file)
+        + f"""\
 ssl = yes
 ssl_cert = <{certs.cert_file}
 ssl_key = <{certs.key_file}
@@ -170,6 +171,7 @@ service imap-login {{
   }}
 }}
 """
+    )
     config_file = root / "dovecot.conf"
     config_file.write_text(conf)
     return DovecotServer("scalix", config_file, log_file, port, ssl_port)
@@ -177,30 +179,18 @@ service imap-login {{
 
 def destination(root: Path, password: str) -> DovecotServer:
     """Dovecot as the destination: any login name with one password, separator "/",
-    auto-created SPECIAL-USE folders, and a quota-limited login (``OVERQUOTA_LOGIN``)."""
+    auto-created SPECIAL-USE folders."""
     ident = MailIdentity.for_current_process()
     _prepare(root, ident)
     port = free_port()
     log_file = root / "dovecot.log"
-    quota_users = root / "quota-users"
-    quota_users.write_text(f"{OVERQUOTA_LOGIN}:::::::quota_rule=*:storage={OVERQUOTA_KIB}K\n")
-    conf = _common(root, f"sxm-dest-{port}", ident, log_file) + f"""\
+    conf = (
+        _common(root, f"sxm-dest-{port}", ident, log_file)
+        + f"""\
 ssl = no
-mail_plugins = $mail_plugins quota
-protocol imap {{
-  mail_plugins = $mail_plugins imap_quota
-}}
-plugin {{
-  quota = count:User quota
-  quota_vsizes = yes
-}}
 passdb {{
   driver = static
   args = password={password}
-}}
-userdb {{
-  driver = passwd-file
-  args = {quota_users}
 }}
 userdb {{
   driver = static
@@ -222,6 +212,7 @@ service imap-login {{
   }}
 }}
 """
+    )
     config_file = root / "dovecot.conf"
     config_file.touch(mode=0o600)
     config_file.write_text(conf)  # holds dest_password: readable by its owner only

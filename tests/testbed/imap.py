@@ -29,8 +29,7 @@ def storable_flags(flags: list[str]) -> list[str]:
 @contextlib.contextmanager
 def login(port: int, user: str, password: str) -> Iterator[IMAPClient]:
     """A logged-in client on 127.0.0.1:port (plain), logged out on exit."""
-    client = IMAPClient("127.0.0.1", port=port, ssl=False, timeout=IMAP_TIMEOUT_S,
-                        use_uid=True)
+    client = IMAPClient("127.0.0.1", port=port, ssl=False, timeout=IMAP_TIMEOUT_S, use_uid=True)
     client.normalise_times = False
     try:
         client.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -55,12 +54,20 @@ def fetch_all(client: IMAPClient, folder: str) -> list[FetchedMessage]:
         item = data[uid]
         internaldate = item[b"INTERNALDATE"]
         assert isinstance(internaldate, datetime)
-        out.append(FetchedMessage(
-            uid=uid,
-            flags=frozenset(f.decode() if isinstance(f, bytes) else str(f)
-                            for f in item[b"FLAGS"]),
-            internaldate=internaldate,
-            size=int(item[b"RFC822.SIZE"]),
-            body=bytes(item[b"BODY[]"]),
-        ))
+        out.append(
+            FetchedMessage(
+                uid=uid,
+                # \Recent is per session, not a stored flag.
+                flags=frozenset(
+                    flag
+                    for flag in (
+                        f.decode() if isinstance(f, bytes) else str(f) for f in item[b"FLAGS"]
+                    )
+                    if flag != "\\Recent"
+                ),
+                internaldate=internaldate,
+                size=int(item[b"RFC822.SIZE"]),
+                body=bytes(item[b"BODY[]"]),
+            )
+        )
     return out

@@ -7,6 +7,7 @@ children) with one signal, which is what keeps a failed test run from leaving da
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -33,8 +34,9 @@ def require_binary(name: str, *candidates: str) -> str:
     found = shutil.which(name)
     if found:
         return found
-    raise TestbedError(f"{name} is not installed (looked in {', '.join(candidates) or 'PATH'}); "
-                       f"{INSTALL_HINT}")
+    raise TestbedError(
+        f"{name} is not installed (looked in {', '.join(candidates) or 'PATH'}); {INSTALL_HINT}"
+    )
 
 
 def free_port() -> int:
@@ -44,8 +46,13 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_for_port(port: int, *, timeout_s: float, log_file: Path | None = None,
-                  process: subprocess.Popen[bytes] | None = None) -> None:
+def wait_for_port(
+    port: int,
+    *,
+    timeout_s: float,
+    log_file: Path | None = None,
+    process: subprocess.Popen[bytes] | None = None,
+) -> None:
     """Poll until 127.0.0.1:port accepts connections; bounded by ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -75,8 +82,9 @@ def start_daemon(argv: list[str], *, log_file: Path) -> subprocess.Popen[bytes]:
 
     Dovecot's children inherit and keep stdout open, so output is never a pipe."""
     with open(log_file, "ab") as log:
-        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                start_new_session=True)
+        return subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
+        )
 
 
 def descendants(pid: int) -> list[int]:
@@ -126,10 +134,8 @@ def stop_process_group(process: subprocess.Popen[bytes], *, timeout_s: float = 5
         time.sleep(0.05)
     _kill_group_leftovers(pgid)
     for pid in strays:
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
 
 
 def _group_alive(pgid: int) -> bool:
@@ -149,7 +155,5 @@ def _kill_group_leftovers(pgid: int) -> None:
     while _group_alive(pgid) and time.monotonic() < deadline:
         time.sleep(0.05)
     if _group_alive(pgid):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(pgid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass

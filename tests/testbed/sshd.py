@@ -29,8 +29,18 @@ from tests.testbed.processes import (
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ADMIN_COMMANDS = (
-    "omshowu", "ommodu", "omstat", "omoff", "omon", "omlimit", "sxdu", "omshowmn", "service",
+    "omshowu",
+    "ommodu",
+    "omstat",
+    "omoff",
+    "omon",
+    "omlimit",
+    "sxdu",
+    "omshowmn",
+    "service",
 )
+
+_ENTRY = "import sys; from scalix_migrate.sandbox.admin_commands import main; sys.exit(main())"
 
 # sudo stand-in: drops sudo's own options so "sudo -n <cmd>" works the same for any caller.
 _SUDO = """#!/bin/sh
@@ -64,7 +74,9 @@ def write_admin_wrappers(bin_dir: Path, directory_path: Path) -> None:
             f'SXM_SANDBOX_DIRECTORY="${{SXM_SANDBOX_DIRECTORY:-{directory_path}}}"\n'
             f"PYTHONPATH={shlex.quote(str(REPO_ROOT))}\n"
             "export SXM_SANDBOX_DIRECTORY PYTHONPATH\n"
-            f'exec {python} -m scalix_migrate.sandbox.admin_commands {cmd} "$@"\n'
+            # The documented entry point, called without "-m": runpy warns on stderr when the
+            # package __init__ has already imported the module, and stderr is parsed by clients.
+            f'exec {python} -c {shlex.quote(_ENTRY)} {cmd} "$@"\n'
         )
         script.chmod(0o755)
     sudo = bin_dir / "sudo"
@@ -88,10 +100,10 @@ class SshdServer:
         sshd = require_binary("sshd", "/usr/sbin/sshd")
         if os.geteuid() == 0:
             Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # privilege separation dir
-        self.process = start_daemon([sshd, "-D", "-e", "-f", str(self.config_file)],
-                                    log_file=self.log_file)
-        wait_for_port(self.port, timeout_s=timeout_s, log_file=self.log_file,
-                      process=self.process)
+        self.process = start_daemon(
+            [sshd, "-D", "-e", "-f", str(self.config_file)], log_file=self.log_file
+        )
+        wait_for_port(self.port, timeout_s=timeout_s, log_file=self.log_file, process=self.process)
 
     def stop(self) -> None:
         if self.process is not None:
@@ -116,6 +128,19 @@ def configure_sshd(root: Path, *, bin_dir: Path, directory_path: Path) -> SshdSe
     known_hosts.write_text(f"[127.0.0.1]:{port} {' '.join(host_pub.split()[:2])}\n")
     user = pwd.getpwuid(os.geteuid()).pw_name
     path = f"{bin_dir}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    # The login shell's rc files (root's ~/.bashrc here) may put other directories in front
+    # of SetEnv's PATH: a forced command restores bin_dir first, then runs the client's
+    # command line with /bin/sh, as a Scalix host's shell would.
+    force = root / "force-command.sh"
+    force.write_text(
+        "#!/bin/sh\n"
+        f"PATH={shlex.quote(path)}\n"
+        f"SXM_SANDBOX_DIRECTORY={shlex.quote(str(directory_path))}\n"
+        "export PATH SXM_SANDBOX_DIRECTORY\n"
+        'if [ -z "${SSH_ORIGINAL_COMMAND:-}" ]; then exec /bin/sh; fi\n'
+        'exec /bin/sh -c "$SSH_ORIGINAL_COMMAND"\n'
+    )
+    force.chmod(0o755)
     config_file = root / "sshd_config"
     config_file.write_text(f"""\
 Port {port}
@@ -135,7 +160,15 @@ X11Forwarding no
 AllowTcpForwarding no
 LogLevel INFO
 SetEnv PATH={path} SXM_SANDBOX_DIRECTORY={directory_path}
+ForceCommand {force}
 """)
-    return SshdServer(root=root, port=port, user=user, client_key=client_key,
-                      known_hosts=known_hosts, host_key_fingerprint=fingerprint_of(host_pub),
-                      config_file=config_file, log_file=root / "sshd.log")
+    return SshdServer(
+        root=root,
+        port=port,
+        user=user,
+        client_key=client_key,
+        known_hosts=known_hosts,
+        host_key_fingerprint=fingerprint_of(host_pub),
+        config_file=config_file,
+        log_file=root / "sshd.log",
+    )
