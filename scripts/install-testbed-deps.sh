@@ -7,6 +7,9 @@ set -euo pipefail
 need=()
 command -v dovecot >/dev/null 2>&1 || [ -x /usr/sbin/dovecot ] || need+=(dovecot-imapd)
 [ -x /usr/sbin/sshd ] || need+=(openssh-server)
+# ssh-keygen comes with openssh-client (a dependency of openssh-server); openssl makes the test CA.
+command -v ssh-keygen >/dev/null 2>&1 || need+=(openssh-client)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v pg_ctl >/dev/null 2>&1 || [ -d /usr/lib/postgresql ] || need+=(postgresql)
 
 if [ ${#need[@]} -eq 0 ]; then
