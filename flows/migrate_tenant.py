@@ -9,7 +9,7 @@ from __future__ import annotations
 import concurrent.futures
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 from uuid import UUID
 
@@ -70,13 +70,15 @@ def migrate_tenant(
     logger = get_run_logger()
     dry_run = dry_run or config.options.dry_run
 
-    discovered = tasks.discover_users(config)
-    selected, unknown = steps.select_users(config, discovered, users=users, only_failed=only_failed)
+    discovery = tasks.discover_users(config)
+    selected, unknown = steps.select_users(
+        config, discovery.users, users=users, only_failed=only_failed
+    )
     if unknown:
         return Failed(message=f"no such user(s) in the selected server names: {unknown}")
-    logger.info("%d of %d discovered users selected", len(selected), len(discovered))
+    logger.info("%d of %d discovered users selected", len(selected), len(discovery.users))
 
-    findings = tasks.preflight_validate(config, selected)
+    findings = tasks.preflight_validate(config, replace(discovery, users=selected))
     blocking = [f for f in findings if f["severity"] == "blocking"]
     if blocking:
         return Failed(
@@ -104,22 +106,37 @@ def migrate_tenant(
         print("dry run: nothing moves. Commands restart-service would run:\n" + "\n".join(commands))
         return Completed(message=f"dry run: {len(runnable)} users would migrate")
     try:
-        failed = _migrate_users(config, runnable, phase)
+        failed, paused = _migrate_users(config, runnable, phase)
     finally:
         tasks.let_users_in(config)
 
     tasks.build_report(config)
-    if failed or excluded:
+    return _final_state(len(runnable), failed, paused, sorted(excluded))
+
+
+def _final_state(
+    runnable: int, failed: list[str], paused: list[str], excluded: list[str]
+) -> State[Any]:
+    """Failed (naming the users) when any user failed or was left out; Completed otherwise."""
+    notes = []
+    if paused:
+        notes.append(f"{len(paused)} paused by the daily byte budget (resume next run): {paused}")
+    if excluded:
+        notes.append(f"{len(excluded)} excluded by preflight: {excluded}")
+    done = runnable - len(failed) - len(paused)
+    message = "; ".join([f"{done} of {runnable} users migrated", *notes])
+    if failed:
         return Failed(
-            message=f"{len(failed)} of {len(runnable)} users failed: {sorted(failed)}"
-            + (f"; {len(excluded)} excluded by preflight" if excluded else "")
+            message=f"{len(failed)} of {runnable} users failed: {sorted(failed)}; " + message
         )
-    return Completed(message=f"{len(runnable)} users migrated")
+    if excluded:
+        return Failed(message=message)
+    return Completed(message=message)
 
 
 def _migrate_users(
     config: TenantConfig, users: list[ScalixUser], phase: Literal["full", "delta"]
-) -> list[str]:
+) -> tuple[list[str], list[str]]:
     """Run extract -> load -> verify per user, at most ``concurrency.users`` users at once."""
     chain: list[tuple[str, Callable[[ScalixUser], PrefectFuture[Any]]]] = [
         ("extract", lambda u: tasks.extract_user.submit(config, u, phase)),
@@ -135,6 +152,7 @@ def _migrate_users(
     waiting: deque[ScalixUser] = deque(users)
     running: list[_UserRun] = []
     failed: list[str] = []
+    paused_users: list[str] = []
     finished = 0
     while waiting or running:
         while waiting and len(running) < config.options.concurrency.users:
@@ -148,8 +166,10 @@ def _migrate_users(
         for run in [r for r in running if r.future.wrapped_future.done()]:  # type: ignore[attr-defined]
             run.future.wait()  # caches the final state; .state would otherwise ask the API
             state = run.future.state
-            if state.is_completed() and run.step + 1 < len(chain):
+            if state.is_completed():
                 run.results[chain[run.step][0]] = state.result()
+            paused = bool(run.results.get("load", {}).get("stopped_code"))
+            if state.is_completed() and run.step + 1 < len(chain) and not paused:
                 run.step += 1
                 run.future = chain[run.step][1](run.user)
                 continue
@@ -157,6 +177,8 @@ def _migrate_users(
             finished += 1
             if not state.is_completed():
                 failed.append(run.user.key)
+            elif paused:
+                paused_users.append(run.user.key)
             if progress is not None:
                 update_progress_artifact(progress, progress=100.0 * finished / len(users))
-    return failed
+    return failed, paused_users

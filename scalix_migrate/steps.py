@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 
 from scalix_migrate.config import TenantConfig
+from scalix_migrate.discovery import Discovery
 from scalix_migrate.errors import MigrationError, UserError
 from scalix_migrate.records import ScalixUser
 from scalix_migrate.state import Journal
@@ -78,6 +79,26 @@ def select_users(
             failed = set(journal.users_with_status(cfg.tenant, "failed"))
         selected = [u for u in selected if u.key in failed]
     return selected, unknown
+
+
+def discover_step(cfg: TenantConfig) -> Discovery:
+    """Discover the users and record them in the journal."""
+    from scalix_migrate.discovery import discover_users
+
+    with journal_for(cfg) as journal:
+        discovery = discover_users(cfg, journal=journal)
+        journal.upsert_users(cfg.tenant, discovery.users)
+    return discovery
+
+
+def preflight_step(cfg: TenantConfig, discovery: Discovery) -> list[dict[str, str]]:
+    """Every preflight check for ``discovery.users``; findings as rows; report files written."""
+    from scalix_migrate.preflight import run_preflight
+    from scalix_migrate.report import write_preflight_files
+
+    rows = run_preflight(cfg, discovery).to_rows()
+    write_preflight_files(rows, cfg.options.reports_dir)
+    return rows
 
 
 def counts_of(result: object) -> dict[str, Any]:
@@ -164,6 +185,16 @@ def load_step(cfg: TenantConfig, user: ScalixUser) -> dict[str, Any]:
         started_col="load_started",
         finished_col="load_finished",
     )
+    if result.stopped_code:
+        # A clean stop (the daily byte budget): the user resumes in the next run.
+        with journal_for(cfg) as journal:
+            journal.set_user_status(
+                cfg.tenant,
+                user.key,
+                "paused",
+                error_code=result.stopped_code,
+                error_message="daily byte budget reached; resumes in the next run",
+            )
     return counts_of(result)
 
 

@@ -16,6 +16,7 @@ from prefect.client.schemas.objects import State, TaskRun
 
 from scalix_migrate import steps
 from scalix_migrate.config import TenantConfig
+from scalix_migrate.discovery import Discovery
 from scalix_migrate.errors import is_retryable
 from scalix_migrate.records import ScalixUser
 from scalix_migrate.report import summary_markdown, users_frame, users_table, write_reports
@@ -54,13 +55,9 @@ def artifact_key(tenant: str, what: str) -> str:
     retry_condition_fn=retry_transient,
     task_run_name="discover-users-{config.tenant}",
 )
-def discover_users(config: TenantConfig) -> list[ScalixUser]:
-    from scalix_migrate.discovery import discover_users as discover
-
-    discovery = discover(config)
-    with steps.journal_for(config) as journal:
-        journal.upsert_users(config.tenant, discovery.users)
-    return list(discovery.users)
+def discover_users(config: TenantConfig) -> Discovery:
+    """The users of the configured server names (records only: no connection escapes)."""
+    return steps.discover_step(config)
 
 
 @task(
@@ -70,18 +67,13 @@ def discover_users(config: TenantConfig) -> list[ScalixUser]:
     retry_condition_fn=retry_transient,
     task_run_name="preflight-{config.tenant}",
 )
-def preflight_validate(config: TenantConfig, users: list[ScalixUser]) -> list[dict[str, Any]]:
-    """Run every preflight check; returns the findings as rows (blocking ones included)."""
-    from scalix_migrate.discovery import Discovery
-    from scalix_migrate.preflight import run_preflight
-
-    report = run_preflight(config, Discovery(users=list(users), unparsed=[]))
-    rows = report.to_rows()
+def preflight_validate(config: TenantConfig, discovery: Discovery) -> list[dict[str, str]]:
+    """Run every check on the selected users; returns the findings as rows."""
+    rows = steps.preflight_step(config, discovery)
     create_table_artifact(
         key=artifact_key(config.tenant, "preflight"),
-        table=rows
-        or [{"code": "", "severity": "", "user": "", "message": "no findings", "remedy": ""}],
-        description="Preflight findings",
+        table=rows or [{"severity": "", "code": "", "user": "", "message": "no findings"}],
+        description="Preflight findings (blocking ones stop the run before anything moves)",
     )
     return rows
 
