@@ -122,6 +122,7 @@ class ScalixTestbed:
     admin_password: str = field(repr=False)
     dest_imap_port: int
     dest_password: str = field(repr=False)
+    dest_overquota_login: str = dovecot.OVERQUOTA_LOGIN  # 64 KiB quota on the destination
     logs: dict[str, Path] = field(default_factory=dict)
     startup_s: float = 0.0
 

@@ -177,6 +177,11 @@ service imap-login {{
     return DovecotServer("scalix", config_file, log_file, port, ssl_port)
 
 
+#: The destination login whose quota is OVERQUOTA_LIMIT (everyone else is unlimited).
+OVERQUOTA_LOGIN = "overquota@dest.test"
+OVERQUOTA_LIMIT = "64K"
+
+
 def destination(root: Path, password: str) -> DovecotServer:
     """Dovecot as the destination: any login name with one password, separator "/",
     auto-created SPECIAL-USE folders."""
@@ -192,9 +197,17 @@ passdb {{
   driver = static
   args = password={password}
 }}
+# One login has a tiny quota (over-quota tests); storage=0 means unlimited for everyone else.
 userdb {{
   driver = static
-  args = allow_all_users=yes
+  args = allow_all_users=yes quota_rule=*:storage=%{{if;%u;eq;{OVERQUOTA_LOGIN};{OVERQUOTA_LIMIT};0}}
+}}
+mail_plugins = $mail_plugins quota
+protocol imap {{
+  mail_plugins = $mail_plugins imap_quota
+}}
+plugin {{
+  quota = maildir:User quota
 }}
 namespace inbox {{
   inbox = yes
