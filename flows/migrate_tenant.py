@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 from uuid import UUID
 
-from prefect import Flow, flow, get_run_logger
+from prefect import Flow, flow, get_run_logger, tags
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.client.schemas.objects import FlowRun, State
 from prefect.futures import PrefectFuture
@@ -67,9 +67,18 @@ def migrate_tenant(
     dry_run: bool = False,
 ) -> State[Any]:
     """Migrate a tenant's users; Failed (naming them) when any user failed."""
-    logger = get_run_logger()
-    dry_run = dry_run or config.options.dry_run
+    with tags("scalix-migrate", f"tenant-{config.tenant}"):  # inherited by every task run
+        return _procedure(config, users, only_failed, phase, dry_run or config.options.dry_run)
 
+
+def _procedure(
+    config: TenantConfig,
+    users: list[str] | None,
+    only_failed: bool,
+    phase: Literal["full", "delta"],
+    dry_run: bool,
+) -> State[Any]:
+    logger = get_run_logger()
     discovery = tasks.discover_users(config)
     selected, unknown = steps.select_users(
         config, discovery.users, users=users, only_failed=only_failed
@@ -105,6 +114,7 @@ def migrate_tenant(
     if dry_run:
         print("dry run: nothing moves. Commands restart-service would run:\n" + "\n".join(commands))
         return Completed(message=f"dry run: {len(runnable)} users would migrate")
+    tasks.ensure_source_limit(config)
     try:
         failed, paused = _migrate_users(config, runnable, phase)
     finally:

@@ -169,6 +169,36 @@ def unlock(file: ConfigFile) -> None:
 
 
 @app.command()
+def deploy(
+    configs: Annotated[Path, typer.Option(help="directory of tenant YAML files")] = Path(
+        "configs/tenants"
+    ),
+    write_prefect_yaml: Annotated[
+        Path | None, typer.Option(help="only write this prefect.yaml; deploy nothing")
+    ] = None,
+) -> None:
+    """Create or update one Prefect deployment per tenant config (needs PREFECT_API_URL)."""
+    from scalix_migrate import deploy as deployer
+
+    try:
+        found = deployer.tenant_configs(configs)
+    except ConfigError as exc:
+        for line in exc.problems:
+            print(line, file=sys.stderr)
+        raise typer.Exit(2) from None
+    if not found:
+        print(f"{configs}: no tenant *.yaml files", file=sys.stderr)
+        raise typer.Exit(2)
+    if write_prefect_yaml is not None:
+        write_prefect_yaml.write_text(deployer.prefect_yaml([c for _, c in found]), "utf-8")
+        console.print(f"written: {write_prefect_yaml} ({len(found)} deployment(s))")
+        return
+    for path, cfg in found:
+        name = deployer.deploy(cfg)
+        console.print(f"deployed {name} from {path} (work pool {cfg.deployment.work_pool})")
+
+
+@app.command()
 def codes() -> None:
     """List every error code with its remedy."""
     for c in CATALOGUE.values():

@@ -259,6 +259,15 @@ class ServiceOptions(_Model):
     commands: dict[str, str] = Field(default_factory=dict)
 
 
+class DeploymentOptions(_Model):
+    """How ``scalix-migrate deploy`` registers this tenant with Prefect."""
+
+    work_pool: str = "scalix-migrate"
+    schedule_cron: str | None = Field(None, description="e.g. '0 2 * * *' for a nightly run")
+    schedule_timezone: str = "UTC"
+    schedule_phase: Literal["full", "delta"] = "delta"
+
+
 class TenantConfig(_Model):
     tenant: str = Field(
         pattern=r"^[a-z0-9][a-z0-9-]{0,62}$",
@@ -269,6 +278,7 @@ class TenantConfig(_Model):
     destination: DestinationConfig
     options: Options = Options()
     service: ServiceOptions = ServiceOptions()
+    deployment: DeploymentOptions = DeploymentOptions()
 
     @model_validator(mode="after")
     def _no_inline_secrets(self, info: ValidationInfo) -> TenantConfig:

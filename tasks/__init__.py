@@ -7,12 +7,16 @@ task results.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from prefect import Task, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.blocks.system import Secret
+from prefect.cache_policies import NO_CACHE
+from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import State, TaskRun
+from prefect.concurrency.sync import concurrency
 
 from scalix_migrate import steps
 from scalix_migrate.config import TenantConfig
@@ -41,6 +45,22 @@ def retry_transient(task: Task[Any, Any], task_run: TaskRun, state: State[Any]) 
     except BaseException as exc:
         return is_retryable(exc) or is_retryable(exc.__cause__ or exc)
     return False
+
+
+def source_limit_name(config: TenantConfig) -> str:
+    """The global concurrency limit shared by every run that reads this Scalix server."""
+    host = re.sub(r"[^a-z0-9]+", "-", config.source.imap_host.lower()).strip("-")
+    return f"scalix-source-{host}"
+
+
+def ensure_source_limit(config: TenantConfig) -> str:
+    """Create (or resize) the source server's limit: connections_per_server slots."""
+    name = source_limit_name(config)
+    with get_client(sync_client=True) as client:
+        client.upsert_global_concurrency_limit_by_name(
+            name, config.options.concurrency.connections_per_server
+        )
+    return name
 
 
 def artifact_key(tenant: str, what: str) -> str:
@@ -80,6 +100,7 @@ def preflight_validate(config: TenantConfig, discovery: Discovery) -> list[dict[
 
 @task(
     name="restart-service",
+    cache_policy=NO_CACHE,
     retries=2,
     retry_delay_seconds=RETRY_DELAYS_S,
     retry_condition_fn=retry_transient,
@@ -91,6 +112,7 @@ def restart_service(config: TenantConfig, users: list[ScalixUser], dry_run: bool
 
 @task(
     name="let-users-in",
+    cache_policy=NO_CACHE,
     retries=3,
     retry_delay_seconds=RETRY_DELAYS_S,
     retry_condition_fn=retry_transient,
@@ -108,7 +130,9 @@ def let_users_in(config: TenantConfig) -> list[str]:
     task_run_name="extract-{user.key}",
 )
 def extract_user(config: TenantConfig, user: ScalixUser, phase: steps.Phase) -> dict[str, Any]:
-    return steps.extract_step(config, user, phase=phase)
+    # One source IMAP connection per extracting user, counted across every run and worker.
+    with concurrency(source_limit_name(config), occupy=1, strict=True):
+        return steps.extract_step(config, user, phase=phase)
 
 
 @task(
@@ -133,7 +157,7 @@ def verify_user(config: TenantConfig, user: ScalixUser) -> dict[str, Any]:
     return steps.verify_step(config, user)
 
 
-@task(name="report", task_run_name="report-{config.tenant}")
+@task(name="report", cache_policy=NO_CACHE, task_run_name="report-{config.tenant}")
 def build_report(config: TenantConfig) -> str:
     """Write the report files and publish the users table and summary as artifacts."""
     with steps.journal_for(config) as journal:
