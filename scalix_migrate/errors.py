@@ -146,6 +146,12 @@ _CODES = [
     ),
     # users and state
     Code("SXM-USR-001", "user not found", "Check the name in options.users or the server names."),
+    Code(
+        "SXM-USR-003",
+        "user taken by another worker",
+        "Another run migrates this user now; it is left to that run. If that worker died on "
+        "another host, its claim expires after 6 hours.",
+    ),
     Code("SXM-USR-002", "user has no message store", "Not an error: migrated as an empty mailbox."),
     Code(
         "SXM-STG-001",

@@ -128,6 +128,24 @@ command_log = sa.Table(
 )
 
 
+def this_worker() -> str:
+    """This process's identity in claims: ``host:pid``."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _dead_local_process(worker: str) -> bool:
+    host, _, pid = worker.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -290,26 +308,47 @@ class Journal:
         user_key: str,
         *,
         worker: str | None = None,
-        lease: timedelta = timedelta(hours=12),
-    ) -> bool:
-        """Take the user for this worker; False when another live worker holds it."""
-        worker = worker or f"{socket.gethostname()}:{os.getpid()}"
+        lease: timedelta = timedelta(hours=6),
+    ) -> str | None:
+        """Take the user for this worker (renewing an own claim).
+
+        Returns None when taken, else the holder. A claim is stale, and taken over, when its
+        lease ran out or when its holder was a process on this host that no longer exists (a
+        crashed run retried here must not wait for the lease).
+        """
+        worker = worker or this_worker()
         now = _now()
         with self.engine.begin() as conn:
+            holder = conn.execute(
+                sa.select(users.c.claimed_by, users.c.claimed_at).where(
+                    users.c.tenant == tenant, users.c.user_key == user_key
+                )
+            ).first()
+            if holder is None:
+                return None  # not in the journal (yet): nothing to hold
+            claimed_at = _aware(holder.claimed_at)
+            live = (
+                holder.claimed_by is not None
+                and holder.claimed_by != worker
+                and claimed_at is not None
+                and claimed_at >= now - lease
+                and not _dead_local_process(holder.claimed_by)
+            )
+            if live:
+                return str(holder.claimed_by)
             res = conn.execute(
                 users.update()
                 .where(
                     users.c.tenant == tenant,
                     users.c.user_key == user_key,
-                    sa.or_(
-                        users.c.claimed_by.is_(None),
-                        users.c.claimed_by == worker,
-                        users.c.claimed_at < now - lease,
-                    ),
+                    # compare-and-set: nobody took it since we looked
+                    users.c.claimed_by.is_(None)
+                    if holder.claimed_by is None
+                    else users.c.claimed_by == holder.claimed_by,
                 )
                 .values(claimed_by=worker, claimed_at=now)
             )
-            return bool(res.rowcount == 1)
+            return None if res.rowcount == 1 else "another worker (just now)"
 
     def release_user(self, tenant: str, user_key: str) -> None:
         with self.engine.begin() as conn:

@@ -122,14 +122,29 @@ def run_user_step(
     done: str,
     started_col: str | None = None,
     finished_col: str | None = None,
+    release: bool = False,
 ) -> T:
-    """Run one user step with status bookkeeping: running -> done, or failed with its code."""
+    """Run one user step with status bookkeeping: running -> done, or failed with its code.
+
+    The step claims the user in the journal first, so two workers (overlapping waves of one
+    tenant) never migrate the same user at once; the claim is released when the user fails
+    or its last step (``release=True``) is done.
+    """
     with journal_for(cfg) as journal:
+        holder = journal.claim_user(cfg.tenant, user.key)
+        if holder is not None:
+            # Another worker migrates this user right now (overlapping waves): leave it be.
+            raise UserError(
+                f"{step}: the user is being migrated by {holder}",
+                code="SXM-USR-003",
+                user=user.key,
+            )
         stamps: dict[str, Any] = {started_col: _now()} if started_col else {}
         journal.set_user_status(cfg.tenant, user.key, running, **stamps)
         try:
             result = body(journal)
         except MigrationError as exc:
+            journal.release_user(cfg.tenant, user.key)
             journal.set_user_status(
                 cfg.tenant,
                 user.key,
@@ -141,6 +156,7 @@ def run_user_step(
         except Exception as exc:
             # Unexpected: record it (type only: messages of foreign exceptions may carry data)
             # and surface it as a user failure so the tenant goes on.
+            journal.release_user(cfg.tenant, user.key)
             journal.set_user_status(
                 cfg.tenant,
                 user.key,
@@ -153,6 +169,8 @@ def run_user_step(
             ) from exc
         stamps = {finished_col: _now()} if finished_col else {}  # same type as above
         journal.set_user_status(cfg.tenant, user.key, done, **stamps)
+        if release:
+            journal.release_user(cfg.tenant, user.key)
         return result
 
 
@@ -188,6 +206,7 @@ def load_step(cfg: TenantConfig, user: ScalixUser) -> dict[str, Any]:
     if result.stopped_code:
         # A clean stop (the daily byte budget): the user resumes in the next run.
         with journal_for(cfg) as journal:
+            journal.release_user(cfg.tenant, user.key)
             journal.set_user_status(
                 cfg.tenant,
                 user.key,
@@ -212,7 +231,9 @@ def verify_step(cfg: TenantConfig, user: ScalixUser) -> dict[str, Any]:
             )
         return result
 
-    result = run_user_step(cfg, user, "verify", body, running="verifying", done="done")
+    result = run_user_step(
+        cfg, user, "verify", body, running="verifying", done="done", release=True
+    )
     return counts_of(result)
 
 
