@@ -206,6 +206,53 @@ def codes() -> None:
 
 
 @app.command()
+def sandbox(
+    write_config: Annotated[Path, typer.Option(help="tenant YAML to write for the sandbox")] = Path(
+        "configs/tenants/sandbox.yaml"
+    ),
+    workdir: Annotated[Path, typer.Option(help="sandbox data, staging, journal, reports")] = Path(
+        "sandbox-run"
+    ),
+) -> None:
+    """Serve the embedded Scalix sandbox until Ctrl-C, with a tenant config pointing at it.
+
+    For trying the Prefect deployment on a machine without Scalix: the config migrates the
+    sandbox into a Maildir under WORKDIR.
+    """
+    import signal
+    import threading
+
+    import yaml
+
+    from scalix_migrate.sandbox import Sandbox
+
+    workdir = workdir.resolve()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with Sandbox(workdir / "sandbox") as sb:
+        data = sb.config_data(
+            {"type": "maildir", "path": str(workdir / "maildir" / "{email}")}, tenant="sandbox"
+        )
+        data["options"].update(
+            {
+                "staging_dir": str(workdir / "staging"),
+                "reports_dir": str(workdir / "reports"),
+                "state": {"dir": str(workdir / "state")},
+            }
+        )
+        write_config.parent.mkdir(parents=True, exist_ok=True)
+        write_config.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+        write_config.chmod(0o600)
+        console.print(f"sandbox: IMAP 127.0.0.1:{sb.imap_port}, SSH 127.0.0.1:{sb.ssh_port}")
+        console.print(f"tenant config: {write_config} (Ctrl-C stops the sandbox)")
+        try:
+            while not stop.wait(1.0):
+                pass
+        except KeyboardInterrupt:
+            pass
+
+
+@app.command()
 def demo(
     workdir: Annotated[Path, typer.Option(help="where the demo writes everything")] = Path(
         "demo-run"
