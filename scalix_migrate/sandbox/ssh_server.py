@@ -35,6 +35,16 @@ _TRANSPORT_LOG = f"{__name__}.transport"
 logging.getLogger(_TRANSPORT_LOG).addHandler(logging.NullHandler())
 
 
+class _HangUpFilter(logging.Filter):
+    """Drop paramiko's ERROR for a client that simply hung up (Prefect's logging shows it)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Connection reset by peer" not in record.getMessage()
+
+
+logging.getLogger(_TRANSPORT_LOG).addFilter(_HangUpFilter())
+
+
 def fingerprint(key: paramiko.PKey) -> str:
     """OpenSSH's ``SHA256:<base64, unpadded>`` fingerprint of a public key."""
     digest = hashlib.sha256(key.asbytes()).digest()
