@@ -146,6 +146,28 @@ def _dead_local_process(worker: str) -> bool:
     return False
 
 
+# Any constant: the key of the PostgreSQL advisory lock that serialises schema creation.
+_SCHEMA_LOCK_KEY = 0x5C411A00
+
+
+def _create_schema(engine: Engine) -> None:
+    """Create the missing tables, one worker at a time.
+
+    ``create_all`` checks, then creates: two workers opening an empty journal at once both
+    see a table missing and the slower one fails ("already exists"). So the check and the
+    creation run under a lock: a transaction-scoped advisory lock on PostgreSQL (its DDL is
+    transactional), the database write lock (``BEGIN IMMEDIATE``) on SQLite.
+    """
+    with engine.connect() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK_KEY})
+        elif engine.dialect.name == "sqlite":
+            # pysqlite opens no transaction for DDL by itself; this one waits on the busy timeout.
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        metadata.create_all(conn)
+        conn.commit()
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -185,7 +207,7 @@ class Journal:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        metadata.create_all(engine)
+        _create_schema(engine)
 
     @classmethod
     def open(cls, *, url: str | None = None, directory: Path | None = None) -> Journal:
@@ -246,8 +268,10 @@ class Journal:
                     .values(**values)
                 )
                 if res.rowcount == 0:
+                    # Another worker may insert the same user between our UPDATE and INSERT
+                    # (two waves discovering at once): its row wins, with the same data.
                     conn.execute(
-                        users.insert().values(
+                        self._insert_ignore(users).values(
                             tenant=tenant, user_key=u.key, status="pending", **values
                         )
                     )
@@ -736,6 +760,131 @@ class Journal:
                     )
                     .values(error_code=code, error_detail=detail, updated_at=_now())
                 )
+
+    def unfetched_rows(
+        self, tenant: str, user_key: str, folder: str, uidvalidity: int
+    ) -> list[LedgerEntry]:
+        """Rows of one folder that failed at extract (no staged bytes: placeholder hash).
+
+        These are the ``failed`` rows whose hash is the extract's ``unfetched-`` placeholder;
+        rows that failed at load carry a real hash and are not returned.
+        """
+        q = (
+            sa.select(messages)
+            .where(
+                messages.c.tenant == tenant,
+                messages.c.user_key == user_key,
+                messages.c.folder == folder,
+                messages.c.uidvalidity == uidvalidity,
+                messages.c.load_state == LoadState.failed.value,
+                messages.c.sha256.like("unfetched-%"),  # extract's placeholder
+            )
+            .order_by(messages.c.uid)
+        )
+        with self.engine.connect() as conn:
+            return [_entry(r._mapping) for r in conn.execute(q).all()]
+
+    def record_refetched(self, tenant: str, user_key: str, entries: Sequence[LedgerEntry]) -> int:
+        """Turn ``unfetched-`` failed rows into the staged rows ``entries`` (one transaction).
+
+        Each entry replaces the row with its (folder, UIDVALIDITY, UID): hash, size, date,
+        flags, Message-ID, item class and load state; the error is cleared. As in
+        :meth:`record_batch`, bytes the folder already holds under an older UIDVALIDITY take
+        over that row's load state and destination (it becomes ``superseded``), so a message
+        loaded before a re-plan is not loaded twice. Returns how many rows were updated; rows
+        that are no longer ``unfetched-`` failures are left alone.
+        """
+        now = _now()
+        updated = 0
+        with self.engine.begin() as conn:
+            for e in entries:
+                row = conn.execute(
+                    sa.select(messages.c.id).where(
+                        messages.c.tenant == tenant,
+                        messages.c.user_key == user_key,
+                        messages.c.folder == e.folder,
+                        messages.c.uidvalidity == e.uidvalidity,
+                        messages.c.uid == e.uid,
+                        messages.c.load_state == LoadState.failed.value,
+                        messages.c.sha256.like("unfetched-%"),  # extract's placeholder
+                    )
+                ).first()
+                if row is None:
+                    continue
+                state, dest_folder, dest_uid = e.load_state.value, e.dest_folder, e.dest_uid
+                twin = conn.execute(
+                    sa.select(
+                        messages.c.id,
+                        messages.c.load_state,
+                        messages.c.dest_folder,
+                        messages.c.dest_uid,
+                    )
+                    .where(
+                        messages.c.tenant == tenant,
+                        messages.c.user_key == user_key,
+                        messages.c.folder == e.folder,
+                        messages.c.sha256 == e.sha256,
+                        messages.c.uidvalidity != e.uidvalidity,
+                        messages.c.load_state != LoadState.superseded.value,
+                    )
+                    .limit(1)
+                ).first()
+                if twin is not None:
+                    state, dest_folder, dest_uid = twin.load_state, twin.dest_folder, twin.dest_uid
+                    conn.execute(
+                        messages.update()
+                        .where(messages.c.id == twin.id)
+                        .values(load_state=LoadState.superseded.value, updated_at=now)
+                    )
+                conn.execute(
+                    messages.update()
+                    .where(messages.c.id == row.id)
+                    .values(
+                        sha256=e.sha256,
+                        size=e.size,
+                        internaldate=e.internaldate.astimezone(UTC),
+                        flags=flags_to_text(e.flags),
+                        message_id=e.message_id,
+                        item_class=e.item_class.value,
+                        load_state=state,
+                        dest_folder=dest_folder,
+                        dest_uid=dest_uid,
+                        error_code=None,
+                        error_detail=None,
+                        updated_at=now,
+                    )
+                )
+                updated += 1
+        return updated
+
+    def skipped_with_reason(self, tenant: str) -> list[dict[str, Any]]:
+        """``skipped`` rows that carry an error code (e.g. over-size, SXM-IMAP-006).
+
+        Same columns as :meth:`item_errors`; rows skipped on purpose without a code (date
+        range, ``\\Deleted``) are not listed.
+        """
+        with self.engine.connect() as conn:
+            return [
+                dict(r._mapping)
+                for r in conn.execute(
+                    sa.select(
+                        messages.c.user_key,
+                        messages.c.folder,
+                        messages.c.uidvalidity,
+                        messages.c.uid,
+                        messages.c.size,
+                        messages.c.message_id,
+                        messages.c.error_code,
+                        messages.c.error_detail,
+                    )
+                    .where(
+                        messages.c.tenant == tenant,
+                        messages.c.load_state == LoadState.skipped.value,
+                        messages.c.error_code.is_not(None),
+                    )
+                    .order_by(messages.c.user_key, messages.c.folder, messages.c.uid)
+                )
+            ]
 
 
 def _entry(m: Any) -> LedgerEntry:
