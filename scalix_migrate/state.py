@@ -95,6 +95,7 @@ messages = sa.Table(
     sa.Column("load_state", sa.String(16), nullable=False),
     sa.Column("dest_folder", sa.Text),
     sa.Column("dest_uid", sa.Text),
+    sa.Column("dest_flags", sa.Text),  # JSON list: the flags the destination was given
     sa.Column("error_code", sa.String(16)),
     sa.Column("error_detail", sa.Text),
     sa.Column("updated_at", sa.DateTime(timezone=True)),
@@ -208,6 +209,7 @@ class Journal:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         _create_schema(engine)
+        self._add_missing_columns()
 
     @classmethod
     def open(cls, *, url: str | None = None, directory: Path | None = None) -> Journal:
@@ -667,6 +669,63 @@ class Journal:
                     .order_by(messages.c.user_key, messages.c.folder, messages.c.uid)
                 )
             ]
+
+    # --- destination flags (the delta phase's flag sync) ---------------------------------
+
+    def _add_missing_columns(self) -> None:
+        """Add columns newer than the journal file (``dest_flags``); idempotent.
+
+        Two workers may both see the column missing: the loser's ALTER fails, and is fine
+        as long as the column is there afterwards.
+        """
+        if "dest_flags" in {c["name"] for c in sa.inspect(self.engine).get_columns("messages")}:
+            return
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(sa.text("ALTER TABLE messages ADD COLUMN dest_flags TEXT"))
+        except sa.exc.DBAPIError:
+            names = {c["name"] for c in sa.inspect(self.engine).get_columns("messages")}
+            if "dest_flags" not in names:
+                raise
+
+    def loaded_with_dest_flags(
+        self, tenant: str, user_key: str
+    ) -> Iterator[tuple[LedgerEntry, frozenset[str] | None]]:
+        """Loaded rows of a user with the flags the destination was given (None: unknown,
+        e.g. loaded by an older version or reconciled after a crash)."""
+        q = (
+            sa.select(messages)
+            .where(
+                messages.c.tenant == tenant,
+                messages.c.user_key == user_key,
+                messages.c.load_state == LoadState.loaded.value,
+                messages.c.dest_folder.is_not(None),
+            )
+            .order_by(messages.c.dest_folder, messages.c.id)
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(q).all()
+        for r in rows:
+            m = r._mapping
+            given = m["dest_flags"]
+            yield _entry(m), (flags_from_text(given) if given is not None else None)
+
+    def set_dest_flags(
+        self, updates: Sequence[tuple[int, frozenset[str] | None, str | None]]
+    ) -> None:
+        """Record ``(row id, flags the destination now has, destination id or None to keep
+        it)`` for loaded rows, in one transaction."""
+        if not updates:
+            return
+        with self.engine.begin() as conn:
+            for row_id, given, dest_uid in updates:
+                # updated_at is left alone: it dates the load (the daily byte budget counts it).
+                values: dict[str, Any] = {
+                    "dest_flags": flags_to_text(given) if given is not None else None
+                }
+                if dest_uid is not None:
+                    values["dest_uid"] = dest_uid
+                conn.execute(messages.update().where(messages.c.id == row_id).values(**values))
 
     # --- restart-service bookkeeping and the command log --------------------------------
 
