@@ -18,6 +18,16 @@ What is not staged is still recorded, so nothing vanishes silently:
 
 Rows that carry no staged bytes get a placeholder hash ``unfetched-<uidvalidity>-<uid>``.
 
+Retry of failed messages: the cursor moves past a UID whose FETCH failed, so the next extract
+of that folder (same UIDVALIDITY) first asks again for the UIDs of its ``unfetched-`` failed
+rows. A message that arrives now is staged and its row becomes a normal ``staged`` row (real
+hash, size, Message-ID) through :meth:`Journal.record_refetched`; one that still fails stays
+``failed`` with the new reason. After a UIDVALIDITY change the old rows are not retried: the
+re-planned folder fetches every message again under its new UIDs.
+
+Durability: each batch's files are written without per-file fsync and synced together at the
+end of :meth:`StagingStore.batch`, before the batch's journal transaction.
+
 A user without a message store: Scalix creates the store at first sign-on (scalix.md §0), so
 a login that works on an empty store lists no messages and is simply an empty mailbox. When
 discovery said ``has_message_store is False`` and the mboxadmin login is refused, that refusal
@@ -49,7 +59,7 @@ from scalix_migrate.records import (
     SourceFolder,
 )
 from scalix_migrate.scalix.imap_source import META_CHUNK, FetchFailure, MessageInfo, ScalixMailbox
-from scalix_migrate.staging import StagingStore
+from scalix_migrate.staging import StagingBatch, StagingStore
 from scalix_migrate.state import Journal
 
 log = logging.getLogger(__name__)
@@ -103,6 +113,8 @@ class ExtractResult:
     properties_only: int = 0  # groupware items kept only as messages (scalix-properties)
     no_message_store: bool = False
     item_errors: tuple[ItemProblem, ...] = ()
+    retried: int = 0  # earlier FETCH failures asked for again (not counted in ``found``)
+    recovered: int = 0  # of those, staged now (counted in ``staged``)
 
 
 @dataclass
@@ -117,6 +129,8 @@ class _Tally:
     ics: int = 0
     vcf: int = 0
     properties_only: int = 0
+    retried: int = 0
+    recovered: int = 0
     empty: list[str] = field(default_factory=list)
     replanned: list[str] = field(default_factory=list)
     problems: list[ItemProblem] = field(default_factory=list)
@@ -139,6 +153,8 @@ class _Tally:
             properties_only=self.properties_only,
             no_message_store=no_store,
             item_errors=tuple(self.problems),
+            retried=self.retried,
+            recovered=self.recovered,
         )
 
 
@@ -228,11 +244,62 @@ class _FolderRun:
             self.tally.flags_refreshed += self.journal.update_flags(
                 tenant, key, folder.name, uidvalidity, current
             )
+        if exists:
+            self._retry_unfetched(folder, cursor)
         uids = self.mbox.uids_above(folder, cursor.highest_uid) if exists else []
         self.tally.found += len(uids)
         for start in range(0, len(uids), META_CHUNK):
             infos = list(self.mbox.message_info(folder, uids[start : start + META_CHUNK]))
             cursor = self._planned(folder, cursor, infos)
+
+    def _retry_unfetched(self, folder: SourceFolder, cursor: FolderCursor) -> None:
+        """Ask again for the messages whose FETCH failed in an earlier run (same UIDVALIDITY)."""
+        tenant, key = self.cfg.tenant, self.user.key
+        failed = self.journal.unfetched_rows(tenant, key, folder.name, cursor.uidvalidity)
+        failed = [e for e in failed if e.sha256 == _placeholder(cursor.uidvalidity, e.uid)]
+        for start in range(0, len(failed), META_CHUNK):
+            chunk = failed[start : start + META_CHUNK]
+            infos = list(self.mbox.message_info(folder, [e.uid for e in chunk]))
+            present = {i.uid for i in infos}
+            # Expunged since: the row stays failed, with that reason.
+            gone: dict[int, tuple[str | None, str]] = {
+                e.uid: ("SXM-IMAP-004", "no longer on the source") for e in chunk
+            }
+            for uid in present:
+                del gone[uid]
+            for uid, (code, detail) in gone.items():
+                self.tally.failed += 1
+                self.tally.problems.append(ItemProblem(folder.name, uid, code, detail))
+            self.journal.set_item_errors(tenant, key, folder.name, cursor.uidvalidity, gone)
+            # A message a filter now excludes is not fetched (the filters apply to retries too).
+            wanted = [i for i in infos if self._excluded(i) is None]
+            self.tally.retried += len(wanted)
+            for batch in self.mbox.fetch(folder, wanted):
+                self._record_refetched(folder, cursor, batch)
+
+    def _record_refetched(
+        self,
+        folder: SourceFolder,
+        cursor: FolderCursor,
+        batch: list[FetchedMessage | FetchFailure],
+    ) -> None:
+        entries: list[LedgerEntry] = []
+        errors: dict[int, tuple[str | None, str]] = {}
+        with self.store.batch() as files:
+            for result in batch:
+                if isinstance(result, FetchedMessage):
+                    entries.append(self._staged(folder, cursor, result, files))
+                    self.tally.recovered += 1
+                else:
+                    errors[result.uid] = ("SXM-IMAP-004", result.reason)
+                    self.tally.failed += 1
+                    self.tally.problems.append(
+                        ItemProblem(folder.name, result.uid, "SXM-IMAP-004", result.reason)
+                    )
+        # After the batch's fsync: the journal never points at bytes a crash can lose.
+        tenant, key = self.cfg.tenant, self.user.key
+        self.journal.record_refetched(tenant, key, entries)
+        self.journal.set_item_errors(tenant, key, folder.name, cursor.uidvalidity, errors)
 
     def _planned(
         self, folder: SourceFolder, cursor: FolderCursor, infos: list[MessageInfo]
@@ -268,23 +335,25 @@ class _FolderRun:
         fetched: dict[int, FetchedMessage | FetchFailure] = {}
         for batch in self.mbox.fetch(folder, to_fetch):
             fetched.update((r.uid, r) for r in batch)
-        for info in segment:
-            result = fetched.get(info.uid)
-            if isinstance(result, FetchedMessage):
-                entries.append(self._staged(folder, cursor, result))
-                continue
-            excluded = self._excluded(info)
-            if excluded is not None:
-                state, (code, detail) = LoadState.skipped, excluded
-                self.tally.skipped += 1
-            else:
-                reason = result.reason if result is not None else "not returned"
-                state, code, detail = LoadState.failed, "SXM-IMAP-004", reason
-                self.tally.failed += 1
-            entries.append(self._unstaged(folder, cursor, info, state))
-            errors[info.uid] = (code, detail)
-            if code is not None:
-                self.tally.problems.append(ItemProblem(folder.name, info.uid, code, detail))
+        with self.store.batch() as files:
+            for info in segment:
+                result = fetched.get(info.uid)
+                if isinstance(result, FetchedMessage):
+                    entries.append(self._staged(folder, cursor, result, files))
+                    continue
+                excluded = self._excluded(info)
+                if excluded is not None:
+                    state, (code, detail) = LoadState.skipped, excluded
+                    self.tally.skipped += 1
+                else:
+                    reason = result.reason if result is not None else "not returned"
+                    state, code, detail = LoadState.failed, "SXM-IMAP-004", reason
+                    self.tally.failed += 1
+                entries.append(self._unstaged(folder, cursor, info, state))
+                errors[info.uid] = (code, detail)
+                if code is not None:
+                    self.tally.problems.append(ItemProblem(folder.name, info.uid, code, detail))
+        # Only now, with the batch's files synced, may the journal point at them.
         cursor = self.journal.record_batch(
             self.cfg.tenant, self.user.key, cursor, entries, max(i.uid for i in segment)
         )
@@ -309,9 +378,9 @@ class _FolderRun:
         )
 
     def _staged(
-        self, folder: SourceFolder, cursor: FolderCursor, msg: FetchedMessage
+        self, folder: SourceFolder, cursor: FolderCursor, msg: FetchedMessage, files: StagingBatch
     ) -> LedgerEntry:
-        digest = self.store.put(msg.body)
+        digest = files.put(msg.body)
         message_id, scalix_class = _headers(msg.body)
         item = item_class_of(scalix_class, folder.folder_class)
         outcome = groupware.export_item(

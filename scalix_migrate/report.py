@@ -103,18 +103,26 @@ def users_frame(journal: Journal, tenant: str) -> pd.DataFrame:
 
 
 def failures_frame(journal: Journal, tenant: str) -> pd.DataFrame:
-    """Per-message item errors."""
+    """Per-message item errors: ``failed`` rows and ``skipped`` rows with an error code.
+
+    The ``state`` column says which (an over-size message is ``skipped`` with SXM-IMAP-006:
+    listed, so it is never dropped silently).
+    """
     cols = [
         "user_key",
         "folder",
         "uidvalidity",
         "uid",
+        "state",
         "size",
         "message_id",
         "error_code",
         "error_detail",
     ]
-    return pd.DataFrame(journal.item_errors(tenant), columns=cols)
+    rows = [{**r, "state": LoadState.failed.value} for r in journal.item_errors(tenant)]
+    rows += [{**r, "state": LoadState.skipped.value} for r in journal.skipped_with_reason(tenant)]
+    rows.sort(key=lambda r: (r["user_key"], r["folder"], r["uidvalidity"], r["uid"]))
+    return pd.DataFrame(rows, columns=cols)
 
 
 def summary_markdown(tenant: str, users: pd.DataFrame, failures: pd.DataFrame) -> str:

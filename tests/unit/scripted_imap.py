@@ -1,6 +1,7 @@
 """A scripted IMAP server speaking captured Scalix lines, for the adapter's unit tests.
 
-It runs in a thread on 127.0.0.1, serves one connection, records every command it receives
+It runs in a thread on 127.0.0.1, serves ``Script.connections`` connections one after the
+other (one by default), records every command it receives
 (literals included) and answers from a small mailbox model with the attributes, flags and
 texts captured from Scalix 12 (scalix.md §3.1). It is a fake of Scalix, not of IMAP: just
 enough of the protocol for ``ScalixMailbox``.
@@ -48,6 +49,7 @@ class Script:
     refuse_body_uids: set[int] = field(default_factory=set)  # FETCH ... NO when asked alone
     missing_body_uids: set[int] = field(default_factory=set)  # answered without BODY[]
     extra_list: list[bytes] = field(default_factory=list)
+    connections: int = 1  # served one after the other; the script may change in between
 
 
 class ScriptedIMAP(threading.Thread):
@@ -73,10 +75,15 @@ class ScriptedIMAP(threading.Thread):
     # --- protocol -------------------------------------------------------------------
 
     def run(self) -> None:
-        try:
-            conn, _ = self.listener.accept()
-        except OSError:
-            return
+        for _ in range(self.script.connections):
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.selected, self.readonly = None, False
+            self._serve(conn)
+
+    def _serve(self, conn: socket.socket) -> None:
         conn.settimeout(10)
         with conn, conn.makefile("rwb") as f:
             caps = b"IMAP4rev1 X-SCALIX-1 NAMESPACE" + (

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from scalix_migrate import staging
 from scalix_migrate.config import FolderOptions, TenantConfig
 from scalix_migrate.errors import TransientError, UserError
 from scalix_migrate.extract import extract_user, item_class_of, select_folders
@@ -23,7 +24,7 @@ from scalix_migrate.records import (
     SpecialFolder,
 )
 from scalix_migrate.scalix.imap_source import FetchFailure, MessageInfo, _batches
-from scalix_migrate.staging import StagingStore
+from scalix_migrate.staging import StagingStore, sha256_hex
 from scalix_migrate.state import Journal
 
 USER = ScalixUser(display_name="Kim Lee", mailnode="sales", addresses=("kim@example.test",))
@@ -88,6 +89,8 @@ class FakeMailbox:
     def message_info(self, f: SourceFolder, uids: Sequence[int]) -> Iterator[MessageInfo]:
         box = self.server.box(f)
         for u in uids:
+            if u not in box.messages:
+                continue  # expunged: the real adapter leaves it out too
             body, flags, when = box.messages[u]
             yield MessageInfo(u, len(body), flags, when)
 
@@ -427,3 +430,170 @@ def test_extract_counts_groupware(tmp_path: Path, journal: Journal) -> None:
     assert result.staged == 3  # groupware items stay messages too
     classes = sorted(e.item_class.value for e in journal.entries("acme", USER.key))
     assert classes == ["appointment", "contact", "contact"]
+
+
+# --- retry of messages that failed to fetch --------------------------------------------------
+
+
+def test_failed_fetch_is_retried_on_the_next_run_and_becomes_staged(
+    tmp_path: Path, journal: Journal
+) -> None:
+    inbox = FakeFolder(folder("INBOX"))
+    inbox.add(mail(1))
+    bad = inbox.add(mail(2, mid="<late@example.test>"), ["\\Seen"])
+    inbox.add(mail(3))
+    inbox.unreadable.add(bad)
+    server = FakeServer([inbox])
+    cfg = make_cfg(tmp_path)
+    first = run(cfg, journal, server)
+    assert (first.staged, first.failed, first.retried) == (2, 1, 0)
+    assert journal.folder_rows("acme", USER.key)[0]["highest_uid"] == 3  # moved past it
+
+    # Still refused: stays failed, counted again, nothing else fetched.
+    again = run(cfg, journal, server, phase="delta")
+    assert (again.found, again.retried, again.recovered, again.failed) == (0, 1, 0, 1)
+    assert [(p.uid, p.code) for p in again.item_errors] == [(bad, "SXM-IMAP-004")]
+    assert [f["uid"] for f in journal.item_errors("acme")] == [bad]
+
+    inbox.unreadable.clear()
+    body, _, when = inbox.messages[bad]
+    inbox.messages[bad] = (body, frozenset({"\\Seen", "\\Flagged"}), when)
+    third = run(cfg, journal, server, phase="delta")
+    assert (third.found, third.retried, third.recovered) == (0, 1, 1)
+    assert (third.staged, third.failed, third.item_errors) == (1, 0, ())
+    rows = {e.uid: e for e in journal.entries("acme", USER.key)}
+    assert len(rows) == 3
+    row = rows[bad]
+    assert row.load_state is LoadState.staged
+    assert row.sha256 == sha256_hex(body)
+    assert (row.size, row.message_id) == (len(body), "<late@example.test>")
+    assert row.flags == {"\\Seen", "\\Flagged"}
+    assert journal.item_errors("acme") == []
+    assert StagingStore(cfg.options.staging_dir, "acme", USER.key).get(row.sha256) == body
+
+    fourth = run(cfg, journal, server, phase="delta")
+    assert (fourth.retried, fourth.staged) == (0, 0)  # nothing left to retry
+
+
+def test_retry_of_an_expunged_message_keeps_it_failed_with_the_reason(
+    tmp_path: Path, journal: Journal
+) -> None:
+    inbox = FakeFolder(folder("INBOX"))
+    inbox.add(mail(1))
+    bad = inbox.add(mail(2))
+    inbox.unreadable.add(bad)
+    server = FakeServer([inbox])
+    cfg = make_cfg(tmp_path)
+    run(cfg, journal, server)
+    del inbox.messages[bad]
+    again = run(cfg, journal, server, phase="delta")
+    assert (again.retried, again.recovered, again.failed) == (0, 0, 1)
+    (err,) = journal.item_errors("acme")
+    assert (err["uid"], err["error_code"], err["error_detail"]) == (
+        bad,
+        "SXM-IMAP-004",
+        "no longer on the source",
+    )
+
+
+def test_recovered_message_loaded_before_a_replan_is_not_loaded_again(
+    tmp_path: Path, journal: Journal
+) -> None:
+    inbox = FakeFolder(folder("INBOX"))
+    for i in range(2):
+        inbox.add(mail(i))
+    server = FakeServer([inbox])
+    cfg = make_cfg(tmp_path)
+    run(cfg, journal, server)
+    ids = [e.id for e in journal.entries("acme", USER.key) if e.id is not None]
+    journal.set_load_state(ids, LoadState.loaded, dest_folder="INBOX", dest_uid="7")
+
+    rebuilt = FakeFolder(folder("INBOX"), uidvalidity=99)
+    for i in range(2):
+        rebuilt.add(mail(i))
+    rebuilt.unreadable.add(2)  # the re-plan cannot read one of them at first
+    server.folders = [rebuilt]
+    replan = run(cfg, journal, server)
+    assert (replan.failed, replan.retried) == (1, 0)  # the old UIDVALIDITY is not retried
+
+    rebuilt.unreadable.clear()
+    result = run(cfg, journal, server, phase="delta")
+    assert result.recovered == 1
+    current = {e.uid: e for e in journal.entries("acme", USER.key) if e.uidvalidity == 99}
+    assert [current[u].load_state for u in (1, 2)] == [LoadState.loaded, LoadState.loaded]
+    assert current[2].dest_uid == "7"
+    assert journal.counts_by_state("acme", USER.key) == {"superseded": 2, "loaded": 2}
+
+
+# --- per-batch durability of the staging store -----------------------------------------------
+
+
+def test_batch_files_and_directories_are_synced_before_the_journal_commit(
+    tmp_path: Path, journal: Journal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events: list[tuple[str, Any]] = []
+    real_fsync = staging._fsync
+
+    def spy_fsync(path: Path) -> None:
+        events.append(("fsync", path))
+        real_fsync(path)
+
+    monkeypatch.setattr(staging, "_fsync", spy_fsync)
+    original = journal.record_batch
+
+    def spy_record(*a: Any, **kw: Any) -> Any:
+        events.append(("record", [e.sha256 for e in a[3]]))
+        return original(*a, **kw)
+
+    journal.record_batch = spy_record  # type: ignore[method-assign]
+    inbox = FakeFolder(folder("INBOX"))
+    for i in range(5):
+        inbox.add(mail(i))
+    cfg = make_cfg(tmp_path, imap={"fetch_batch_messages": 2})
+    run(cfg, journal, FakeServer([inbox]))
+
+    store = StagingStore(cfg.options.staging_dir, "acme", USER.key)
+    records = [i for i, (kind, _) in enumerate(events) if kind == "record"]
+    assert len(records) == 3
+    start = 0
+    for at in records:
+        synced = {p for kind, p in events[start:at] if kind == "fsync"}
+        hashes = events[at][1]
+        for digest in hashes:
+            path = store.path_for(digest)
+            assert path in synced, "journal row recorded before its file was synced"
+            assert path.parent in synced, "the rename was not made durable"
+        assert {store.root, store.root.parent, store.base} <= synced
+        start = at + 1
+    assert sum(1 for kind, p in events if kind == "fsync" and Path(p).is_file()) == 5
+
+
+def test_batch_syncs_nothing_on_error_and_resyncs_a_leftover_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[Path] = []
+    monkeypatch.setattr(staging, "_fsync", synced.append)
+    store = StagingStore(tmp_path / "staging", "acme", "kim")
+    digest = ""
+
+    def crashed_batch() -> None:
+        nonlocal digest
+        with store.batch() as batch:
+            digest = batch.put(b"crashed batch")
+            raise RuntimeError("connection dropped before the journal commit")
+
+    with pytest.raises(RuntimeError):
+        crashed_batch()
+    assert synced == []
+    assert store.path_for(digest).read_bytes() == b"crashed batch"  # a cache leftover
+    assert not list(store.path_for(digest).parent.glob(".tmp-*"))
+
+    with store.batch() as batch:  # the retry finds the file and must still sync it
+        assert batch.put(b"crashed batch") == digest
+    assert store.path_for(digest) in synced
+    assert store.path_for(digest).parent in synced
+
+    synced.clear()
+    single = store.put(b"one message")
+    assert store.path_for(single) in synced
+    assert store.get(single) == b"one message"

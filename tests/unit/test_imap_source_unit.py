@@ -13,8 +13,9 @@ import pytest
 
 from scalix_migrate.config import TenantConfig
 from scalix_migrate.errors import TransientError, UserError
+from scalix_migrate.extract import extract_user
 from scalix_migrate.ratelimit import HostLimiter, limiter_for
-from scalix_migrate.records import FetchedMessage, ScalixUser, SpecialFolder
+from scalix_migrate.records import FetchedMessage, LoadState, ScalixUser, SpecialFolder
 from scalix_migrate.scalix.imap_source import (
     FetchFailure,
     MessageInfo,
@@ -28,6 +29,8 @@ from scalix_migrate.scalix.listparse import (
     parse_list_item,
     parse_list_response,
 )
+from scalix_migrate.staging import StagingStore, sha256_hex
+from scalix_migrate.state import Journal
 from tests.unit.scripted_imap import SCALIX_LIST, Msg, Script, ScriptedIMAP
 
 USER = ScalixUser(
@@ -266,6 +269,46 @@ def test_a_message_the_server_refuses_is_a_fetch_failure_and_the_rest_arrive(
     failure = got[1]
     assert isinstance(failure, FetchFailure)
     assert "cannot be read" in failure.reason
+
+
+def test_extract_retries_a_message_the_server_refused_once(tmp_path: Path) -> None:
+    """Run 1: Scalix refuses UID 2 (NO), the cursor moves past it, the row is failed.
+    Run 2 (same UIDVALIDITY): UID 2 is asked for again first and becomes a staged row."""
+    msgs = [Msg(1, _mail(1)), Msg(2, _mail(2, size=300)), Msg(3, _mail(3))]
+    script = Script(messages={"INBOX": msgs}, refuse_body_uids={2}, connections=2)
+    with ScriptedIMAP(script) as server, Journal.open(directory=tmp_path / "state") as journal:
+        cfg = make_cfg(tmp_path, server.port)
+        first = extract_user(cfg, journal, USER)
+        assert (first.found, first.staged, first.failed) == (3, 2, 1)
+        rows = {e.uid: e for e in journal.entries("acme", USER.key)}
+        assert rows[2].load_state is LoadState.failed
+        assert rows[2].sha256 == "unfetched-42-2"
+        assert [f["uid"] for f in journal.item_errors("acme")] == [2]
+        cursors = {r["folder"]: r["highest_uid"] for r in journal.folder_rows("acme", USER.key)}
+        assert cursors["INBOX"] == 3
+        n_first = len(server.commands)
+
+        script.refuse_body_uids.clear()  # the server can read it now
+        second = extract_user(cfg, journal, USER, phase="delta")
+        retry_commands = server.commands[n_first:]
+
+    assert (second.found, second.retried, second.recovered) == (0, 1, 1)
+    assert (second.staged, second.failed, second.item_errors) == (1, 0, ())
+    # Only UID 2 was fetched again, with BODY.PEEK[]; nothing above the cursor.
+    body_fetches = [c for c in retry_commands if b"BODY.PEEK[]" in c]
+    assert len(body_fetches) == 1
+    assert b"UID FETCH 2 " in body_fetches[0]
+    rows = {e.uid: e for e in journal.entries("acme", USER.key)}
+    assert len(rows) == 3
+    row = rows[2]
+    assert row.load_state is LoadState.staged
+    assert row.sha256 == sha256_hex(_mail(2, size=300))
+    assert row.size == len(_mail(2, size=300))
+    assert row.message_id == "<m2@x>"
+    assert row.flags == frozenset({"\\Seen", "$Forwarded", "\\X-Forwarded"})
+    assert journal.item_errors("acme") == []
+    store = StagingStore(cfg.options.staging_dir, "acme", USER.key)
+    assert store.get(row.sha256) == _mail(2, size=300)
 
 
 def test_batches_are_bounded_by_count_and_bytes() -> None:

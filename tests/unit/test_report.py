@@ -1,0 +1,123 @@
+"""Reports built from a journal: the item-error list (failures.csv) and its summary."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from scalix_migrate.records import LedgerEntry, LoadState, ScalixUser, SourceFolder
+from scalix_migrate.report import failures_frame, write_reports
+from scalix_migrate.state import Journal
+
+KIM = ScalixUser(display_name="Kim Lee", mailnode="sales", addresses=("kim@example.test",))
+# A second user with loaded mail: report.html's bars need a range of values to scale.
+ALI = ScalixUser(display_name="Ali Demir", mailnode="sales", addresses=("ali@example.test",))
+T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
+
+
+def row(uid: int, state: LoadState, sha: str | None = None) -> LedgerEntry:
+    return LedgerEntry(
+        folder="INBOX",
+        uidvalidity=7,
+        uid=uid,
+        sha256=sha or f"unfetched-7-{uid}",
+        size=100 * uid,
+        internaldate=T0,
+        flags=frozenset(),
+        message_id=None,
+        load_state=state,
+    )
+
+
+@pytest.fixture
+def journal(tmp_path: Path) -> Iterator[Journal]:
+    """Kim's INBOX: staged, failed (not returned), over-size, date-filtered and \\Deleted."""
+    with Journal.open(directory=tmp_path / "state") as j:
+        j.upsert_users("acme", [KIM])
+        inbox = SourceFolder(name="INBOX", raw_name="INBOX", delimiter="/", attributes=frozenset())
+        cursor = j.open_folder("acme", KIM.key, inbox, 7)
+        entries = [
+            row(1, LoadState.staged, "a" * 64),
+            row(2, LoadState.failed),
+            row(3, LoadState.skipped),  # over-size
+            row(4, LoadState.skipped),  # outside since/before: skipped on purpose, no code
+            row(5, LoadState.skipped, "b" * 64),  # \Deleted: staged bytes, skipped, no code
+        ]
+        j.record_batch("acme", KIM.key, cursor, entries, 5)
+        j.set_item_errors(
+            "acme",
+            KIM.key,
+            "INBOX",
+            7,
+            {
+                2: ("SXM-IMAP-004", "server said: NO"),
+                3: ("SXM-IMAP-006", "300 bytes > max_size_bytes 200"),
+                4: (None, "INTERNALDATE outside since/before"),
+            },
+        )
+        j.upsert_users("acme", [ALI])
+        cursor = j.open_folder("acme", ALI.key, inbox, 9)
+        done = [
+            LedgerEntry("INBOX", 9, u, c * 64, 1000 * u, T0, frozenset(), None)
+            for u, c in ((1, "c"), (2, "d"))
+        ]
+        j.record_batch("acme", ALI.key, cursor, done, 2)
+        ids = [e.id for e in j.entries("acme", ALI.key) if e.id is not None]
+        j.set_load_state(ids[:1], LoadState.loaded, dest_folder="INBOX", dest_uid="1")
+        j.set_user_status(
+            "acme",
+            ALI.key,
+            "done",
+            extract_started=T0,
+            load_finished=T0 + timedelta(seconds=10),
+        )
+        yield j
+
+
+def test_failures_frame_lists_failed_and_coded_skipped_rows_with_their_state(
+    journal: Journal,
+) -> None:
+    frame = failures_frame(journal, "acme")
+    assert list(frame.columns) == [
+        "user_key",
+        "folder",
+        "uidvalidity",
+        "uid",
+        "state",
+        "size",
+        "message_id",
+        "error_code",
+        "error_detail",
+    ]
+    got = [(r.uid, r.state, r.error_code, r.size) for r in frame.itertuples(index=False)]
+    assert got == [(2, "failed", "SXM-IMAP-004", 200), (3, "skipped", "SXM-IMAP-006", 300)]
+    assert journal.skipped_with_reason("acme")[0]["error_detail"] == (
+        "300 bytes > max_size_bytes 200"
+    )
+
+
+def test_failures_csv_and_summary_include_over_size_messages(
+    journal: Journal, tmp_path: Path
+) -> None:
+    files = write_reports(journal, "acme", tmp_path / "report")
+    with files.failures_csv.open(newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [(r["uid"], r["state"], r["error_code"]) for r in rows] == [
+        ("2", "failed", "SXM-IMAP-004"),
+        ("3", "skipped", "SXM-IMAP-006"),
+    ]
+    summary = files.summary_md.read_text(encoding="utf-8")
+    assert "| SXM-IMAP-006 | 1 |" in summary
+    assert "| SXM-IMAP-004 | 1 |" in summary
+    assert "SXM-IMAP-006" in files.report_html.read_text(encoding="utf-8")
+
+
+def test_failures_frame_is_empty_without_item_errors(tmp_path: Path) -> None:
+    with Journal.open(directory=tmp_path / "state") as j:
+        frame = failures_frame(j, "acme")
+    assert frame.empty
+    assert "state" in frame.columns
