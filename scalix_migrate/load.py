@@ -14,6 +14,14 @@
    leaves ``appending`` rows, which step 2 of the next run resolves: no message is lost or
    stored twice.
 
+4. **Flags** (:func:`sync_flags`, the delta phase's half that is not new mail): every loaded
+   row whose mapped source flags differ from the flags the destination was given
+   (``dest_flags``, recorded when the row became ``loaded``; unknown for rows loaded by an
+   older version or reconciled after a crash) gets the new flags at the destination
+   (``Destination.set_flags``; a row without a destination id is looked up first), and the
+   new ``dest_flags`` are recorded. Counted in ``LoadResult.flags_updated``; a message no
+   longer at the destination is an item error SXM-DST-008 (the row stays ``loaded``).
+
 Per-message outcomes: ``\\Deleted`` messages are ``skipped`` when
 ``options.messages.skip_deleted``; messages of excluded folders are ``skipped``; a message over
 the size limit (``options.messages.max_size_bytes`` or the destination's, e.g. APPENDLIMIT) or
@@ -49,7 +57,7 @@ from scalix_migrate.flags import is_deleted, map_flags
 from scalix_migrate.folders import FolderPlan, SourceFolderInfo, plan_folders
 from scalix_migrate.records import LedgerEntry, LoadState, ScalixUser, SpecialFolder
 from scalix_migrate.staging import StagingStore
-from scalix_migrate.state import Journal, messages
+from scalix_migrate.state import Journal, flags_to_text, messages
 
 BATCH_MESSAGES = 50
 BATCH_BYTES = 8 << 20
@@ -76,6 +84,7 @@ class LoadResult:
     folder_notes: tuple[str, ...] = ()
     item_errors: tuple[ItemFailure, ...] = ()
     stopped_code: str | None = None  # "SXM-DST-006" when the daily byte budget stopped the user
+    flags_updated: int = 0  # loaded messages whose destination flags were (re)set
 
 
 @dataclass
@@ -88,9 +97,12 @@ class _Counts:
 
 
 def mark_loaded(
-    journal: Journal, dest_folder: str, loaded: Sequence[tuple[int, str | None]]
+    journal: Journal,
+    dest_folder: str,
+    loaded: Sequence[tuple[int, str | None, frozenset[str] | None]],
 ) -> None:
-    """Mark ledger rows ``loaded`` with their destination ids, in one transaction."""
+    """Mark ledger rows ``loaded`` with their destination ids and the flags the destination
+    was given (None: not known, e.g. found by reconciliation), in one transaction."""
     if not loaded:
         return
     now = datetime.now(UTC)
@@ -101,6 +113,7 @@ def mark_loaded(
             load_state=LoadState.loaded.value,
             dest_folder=dest_folder,
             dest_uid=sa.bindparam("new_dest_uid"),
+            dest_flags=sa.bindparam("new_dest_flags"),
             error_code=None,
             error_detail=None,
             updated_at=now,
@@ -108,7 +121,17 @@ def mark_loaded(
     )
     with journal.engine.begin() as conn:
         # One compiled statement, executemany: per-row statements cost more than the APPENDs.
-        conn.execute(stmt, [{"row_id": r, "new_dest_uid": u} for r, u in loaded])
+        conn.execute(
+            stmt,
+            [
+                {
+                    "row_id": r,
+                    "new_dest_uid": u,
+                    "new_dest_flags": flags_to_text(f) if f is not None else None,
+                }
+                for r, u, f in loaded
+            ],
+        )
 
 
 def loaded_bytes_since(journal: Journal, tenant: str, user_key: str, since: datetime) -> int:
@@ -152,6 +175,7 @@ def load_user(
         run = _Run(cfg, journal, dest, key, {p.source: p.destination for p in plans})
         to_append = [e for e in pending if not run.reconciled(e)]
         stopped = run.append_all(to_append)
+        synced = sync_flags(cfg, journal, dest, key)
     c = run.counts
     return LoadResult(
         appended=c.appended,
@@ -161,8 +185,9 @@ def load_user(
         bytes=c.bytes,
         folders_created=created,
         folder_notes=tuple(f"{p.source}: {n}" for p in plans for n in p.notes),
-        item_errors=tuple(run.failures),
+        item_errors=(*run.failures, *synced.failures),
         stopped_code=stopped,
+        flags_updated=synced.updated,
     )
 
 
@@ -235,7 +260,8 @@ class _Run:
         if found is None:
             return False
         assert e.id is not None
-        mark_loaded(self.journal, folder, [(e.id, found)])
+        # The flags it was given then may be older than the row's: sync_flags sets them.
+        mark_loaded(self.journal, folder, [(e.id, found, None)])
         self.claimed[folder].add(found)
         self.counts.already_present += 1
         return True
@@ -316,13 +342,13 @@ class _Run:
                     for e in rows
                     if not self.reconciled(replace(e, load_state=LoadState.appending))
                 ]
-        loaded: list[tuple[int, str | None]] = []
+        loaded: list[tuple[int, str | None, frozenset[str] | None]] = []
         for e, item, result in zip(rows, items, results, strict=True):
             assert e.id is not None
             if isinstance(result, ItemError):
                 self.fail(e, result.code, result.message)
             else:
-                loaded.append((e.id, result))
+                loaded.append((e.id, result, item.flags))
                 if result is not None:
                     self.claimed[folder].add(result)
                 self.counts.appended += 1
@@ -334,3 +360,92 @@ class _Run:
         self.journal.set_load_state([e.id], LoadState.failed, error_code=code, error_detail=detail)
         self.counts.failed += 1
         self.failures.append(ItemFailure(e.folder, e.uid, code, detail))
+
+
+# --- flag sync -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FlagSync:
+    updated: int
+    failures: tuple[ItemFailure, ...]
+
+
+def sync_flags(cfg: TenantConfig, journal: Journal, dest: Destination, user_key: str) -> FlagSync:
+    """Give the destination the current mapped flags of every loaded row of ``user_key`` whose
+    flags changed since it was loaded (or are not known there); see the module docstring."""
+    table = cfg.options.flags.map
+    allowed = dest.layout.keywords_allowed
+    todo: dict[str, list[tuple[LedgerEntry, frozenset[str]]]] = defaultdict(list)
+    claimed: dict[str, set[str]] = defaultdict(set)
+    for e, given in journal.loaded_with_dest_flags(cfg.tenant, user_key):
+        assert e.dest_folder is not None  # the query asks for it
+        if e.dest_uid is not None:
+            claimed[e.dest_folder].add(e.dest_uid)
+        want = map_flags(e.flags, table, keywords_allowed=allowed).flags
+        if want != given:
+            todo[e.dest_folder].append((e, want))
+    if not todo:
+        return FlagSync(0, ())
+    store = StagingStore(cfg.options.staging_dir, cfg.tenant, user_key)
+    present = set(dest.list_folders())
+    updated = 0
+    failures: list[ItemFailure] = []
+    for folder, rows in sorted(todo.items()):
+        if folder not in present:
+            failures += [_gone(e, folder) for e, _ in rows]
+            continue
+        by_id: dict[str, tuple[LedgerEntry, frozenset[str]]] = {}
+        found_ids: dict[int, str] = {}
+        for e, want in rows:
+            ident = e.dest_uid or _look_up(dest, store, folder, e, claimed[folder], user_key)
+            if ident is None:
+                failures.append(_gone(e, folder))
+                continue
+            if e.dest_uid is None:
+                assert e.id is not None
+                found_ids[e.id] = ident
+                claimed[folder].add(ident)
+            by_id[ident] = (e, want)
+        refused = dest.set_flags(folder, {i: want for i, (_, want) in by_id.items()})
+        done: list[tuple[int, frozenset[str] | None, str | None]] = []
+        for ident, (e, want) in by_id.items():
+            assert e.id is not None
+            err = refused.get(ident)
+            if err is None:
+                done.append((e.id, want, found_ids.get(e.id)))
+            else:
+                failures.append(ItemFailure(e.folder, e.uid, err.code, err.message))
+        journal.set_dest_flags(done)
+        updated += len(done)
+    return FlagSync(updated, tuple(failures))
+
+
+def _look_up(
+    dest: Destination,
+    store: StagingStore,
+    folder: str,
+    e: LedgerEntry,
+    claimed: set[str],
+    user_key: str,
+) -> str | None:
+    """The destination id of a loaded row the destination gave none for (no UIDPLUS)."""
+    if store.has(e.sha256):
+        body = store.get(e.sha256, user=user_key)
+        message_id, fingerprint = message_id_of(body), fingerprint_of(body, e.size)
+    elif e.message_id is not None:
+        message_id, fingerprint = e.message_id, ""
+    else:
+        return None  # neither bytes nor a Message-ID left to recognise it by
+    return dest.find(
+        folder, message_id=message_id, size=e.size, fingerprint=fingerprint, exclude=claimed
+    )
+
+
+def _gone(e: LedgerEntry, folder: str) -> ItemFailure:
+    return ItemFailure(
+        e.folder,
+        e.uid,
+        "SXM-DST-008",
+        f"not found in destination folder {folder!r}; its flags were not updated",
+    )

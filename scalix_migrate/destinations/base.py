@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -114,6 +114,24 @@ class Destination(Protocol):
     def messages(self, folder: str) -> Iterator[DestinationMessage]:
         """Every message of ``folder`` with its size, hash where kept, flags and date."""
         ...
+
+    def set_flags(
+        self, folder: str, flags_by_id: Mapping[str, frozenset[str]]
+    ) -> dict[str, ItemError]:
+        """Replace the flags of the messages named by destination id with the given (already
+        mapped) flags. Returns the ids that could not be updated, with the reason (SXM-DST-008
+        when the message is no longer there); every other id is done."""
+        ...
+
+
+def not_there(ident: str, folder: str, user: str | None) -> ItemError:
+    """The error of a flag update whose message the destination no longer holds."""
+    return ItemError(
+        f"message {ident} is no longer in the destination folder; its flags were not updated",
+        code="SXM-DST-008",
+        user=user,
+        folder=folder,
+    )
 
 
 # --- message identity -----------------------------------------------------------------

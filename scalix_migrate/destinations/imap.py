@@ -33,7 +33,8 @@ import re
 import socket
 import ssl
 import time
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections import defaultdict
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
@@ -53,6 +54,7 @@ from scalix_migrate.destinations.base import (
     Layout,
     fingerprint_of,
     message_id_of,
+    not_there,
     render_template,
     user_placeholders,
 )
@@ -67,6 +69,7 @@ MAX_SLEEP_S = 120.0
 CONNECT_TIMEOUT_S = 30.0
 FETCH_BATCH_MESSAGES = 100
 FETCH_BATCH_BYTES = 16 << 20
+STORE_BATCH = 500  # UIDs per STORE: keeps the command line short
 _APPENDUID = re.compile(rb"\[APPENDUID (\d+) ([0-9:,]+)\]", re.IGNORECASE)
 _BACKOFF_MS = re.compile(rb"Suggested Backoff Time: (\d+) milliseconds", re.IGNORECASE)
 _CODE = re.compile(rb"^\[([A-Z-]+)")
@@ -425,6 +428,57 @@ class ImapDestination:
             user=self.user,
             folder=folder,
         )
+
+    # --- flags ------------------------------------------------------------------------------
+
+    def set_flags(
+        self, folder: str, flags_by_id: Mapping[str, frozenset[str]]
+    ) -> dict[str, ItemError]:
+        """``UID STORE <uids> FLAGS.SILENT (...)``, one command per distinct flag set (at most
+        ``STORE_BATCH`` UIDs each), after a ``UID SEARCH`` telling which UIDs still exist."""
+        failed: dict[str, ItemError] = {}
+        groups: dict[frozenset[str], list[int]] = defaultdict(list)
+        for ident, flags in flags_by_id.items():
+            if ident.isdigit():
+                groups[flags].append(int(ident))
+            else:
+                failed[ident] = not_there(ident, folder, self.user)
+        for flags, uids in groups.items():
+            ordered = sorted(uids)
+            for i in range(0, len(ordered), STORE_BATCH):
+                chunk = ordered[i : i + STORE_BATCH]
+                present, refusal = self._retrying(
+                    "STORE",
+                    partial(self._store, folder=folder, uids=chunk, flags=flags),
+                    folder=folder,
+                )
+                for uid in chunk:
+                    if refusal is not None:
+                        failed[str(uid)] = refusal
+                    elif uid not in present:
+                        failed[str(uid)] = not_there(str(uid), folder, self.user)
+        return failed
+
+    def _store(
+        self, c: IMAPClient, folder: str, uids: list[int], flags: frozenset[str]
+    ) -> tuple[set[int], ItemError | None]:
+        self._select(c, folder)
+        present = set(c.search(["UID", ",".join(str(u) for u in uids)]))
+        if not present:
+            return present, None
+        try:
+            c.set_flags(sorted(present), sorted(flags), silent=True)
+        except imaplib.IMAP4.abort:
+            raise
+        except imaplib.IMAP4.error as exc:  # NO/BAD: e.g. a flag the server does not take
+            self._check_throttled(str(exc).encode())
+            return present, ItemError(
+                f"STORE FLAGS refused: {_short(exc)}",
+                code="SXM-DST-004",
+                user=self.user,
+                folder=folder,
+            )
+        return present, None
 
     # --- reconciliation and verification -----------------------------------------------------
 

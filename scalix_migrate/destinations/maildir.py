@@ -12,6 +12,7 @@
   keywords as letters ``a``–``z`` listed in the folder's ``dovecot-keywords`` file
   (Dovecot's format, ``<index> <keyword>`` per line). A 27th keyword in one folder is an item error.
 * Bytes are written untouched (line endings included).
+* A flag change renames the file (``set_flags``); its id stays the part before ``:2,``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -34,6 +35,7 @@ from scalix_migrate.destinations.base import (
     fingerprint_of,
     header_block,
     message_id_of,
+    not_there,
 )
 from scalix_migrate.errors import ItemError, UserError
 
@@ -208,6 +210,34 @@ class MaildirDestination:
             except ItemError as exc:
                 out.append(exc)
         return out
+
+    def set_flags(
+        self, folder: str, flags_by_id: Mapping[str, frozenset[str]]
+    ) -> dict[str, ItemError]:
+        """Rename each message to ``cur/<id>:2,<new info>`` (a rename is atomic; a message in
+        ``new/`` moves to ``cur/`` as a reader that changed its flags would move it)."""
+        files = self._files(folder)
+        failed: dict[str, ItemError] = {}
+        for ident, flags in flags_by_id.items():
+            path = files.get(ident)
+            if path is None:
+                failed[ident] = not_there(ident, folder, self.user)
+                continue
+            try:
+                target = self._dir(folder) / "cur" / f"{ident}:2,{self._info(folder, flags)}"
+            except ItemError as exc:  # a 27th keyword
+                failed[ident] = exc
+                continue
+            if target == path:
+                continue
+            try:
+                os.rename(path, target)
+            except FileNotFoundError:  # removed (or renamed by a reader) meanwhile
+                files.pop(ident, None)
+                failed[ident] = not_there(ident, folder, self.user)
+                continue
+            files[ident] = target
+        return failed
 
     def _size(self, ident: str, path: Path) -> int:
         m = _FOREIGN_SIZE.search(ident)

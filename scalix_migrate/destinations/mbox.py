@@ -14,6 +14,7 @@
   last indexed message (a crash between the two writes) are cut off and a torn last index line
   dropped, so a rerun is deterministic and never leaves a half message. Ids are 1, 2, 3… per
   file.
+* A flag change rewrites the index (``set_flags``): written aside, fsynced, renamed over.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -36,6 +37,7 @@ from scalix_migrate.destinations.base import (
     Layout,
     fingerprint_of,
     message_id_of,
+    not_there,
 )
 from scalix_migrate.errors import ItemError, UserError
 
@@ -183,6 +185,41 @@ class MboxDestination:
             except ItemError as exc:
                 out.append(exc)
         return out
+
+    def set_flags(
+        self, folder: str, flags_by_id: Mapping[str, frozenset[str]]
+    ) -> dict[str, ItemError]:
+        """Change the flags in the sidecar index (the mbox itself is untouched); the index is
+        rewritten to a temporary file, fsynced and renamed over the old one."""
+        entries = self._load(folder)
+        by_id = {str(e["id"]): e for e in entries}
+        failed: dict[str, ItemError] = {}
+        changed = False
+        for ident, flags in flags_by_id.items():
+            entry = by_id.get(ident)
+            if entry is None:
+                failed[ident] = not_there(ident, folder, self.user)
+            elif entry["flags"] != sorted(flags):
+                entry["flags"] = sorted(flags)
+                changed = True
+        if changed:
+            self._rewrite_index(folder, entries)
+        return failed
+
+    def _rewrite_index(self, folder: str, entries: list[dict[str, Any]]) -> None:
+        index_path = self._index_path(self._path(folder))
+        tmp = index_path.with_name(index_path.name + ".tmp")
+        with open(tmp, "wb") as fh:
+            for e in entries:
+                fh.write(json.dumps(e, sort_keys=True).encode() + b"\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, index_path)
+        dir_fd = os.open(index_path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
 
     def find(
         self,
