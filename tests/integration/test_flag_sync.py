@@ -5,7 +5,8 @@ Dovecot; then the user keeps working at the source (reads, unreads, flags, answe
 keyword, receives new mail). A ``delta`` extract and a load move the new message and the
 changed flags, and nothing else; verify is clean afterwards.
 
-Also: a journal written by a version without ``dest_flags`` gains the column when opened.
+Also: a journal written by a version without ``dest_flags`` gains the column when opened
+(SQLite and PostgreSQL).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from scalix_migrate.records import ScalixUser
 from scalix_migrate.sandbox.directory import DirectoryUser, FolderSpec, SeedMessage
 from scalix_migrate.state import Journal
 from scalix_migrate.verify import verify_user
+from tests.support.postgres import PostgresServer, session_postgres
 from tests.testbed.imap import login
 
 CEST = timezone(timedelta(hours=2))
@@ -121,16 +123,28 @@ def test_delta_moves_new_mail_and_changed_flags(testbed: Any, tmp_path: Path) ->
         assert (third.appended, third.flags_updated) == (0, 0)
 
 
-def test_an_older_journal_gains_the_dest_flags_column(tmp_path: Path) -> None:
-    state = tmp_path / "state"
-    with Journal.open(directory=state) as journal:
+@pytest.fixture(scope="session")
+def postgres(request: pytest.FixtureRequest) -> PostgresServer:
+    return session_postgres(request)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def journal_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'journal.sqlite'}"
+    server: PostgresServer = request.getfixturevalue("postgres")
+    return server.create_database(f"j_{uuid.uuid4().hex[:12]}")
+
+
+def test_an_older_journal_gains_the_dest_flags_column(journal_url: str) -> None:
+    with Journal.open(url=journal_url) as journal:
         with journal.engine.begin() as conn:
             # What a journal written before the flag sync looks like.
             conn.execute(sa.text("ALTER TABLE messages DROP COLUMN dest_flags"))
         columns = {c["name"] for c in sa.inspect(journal.engine).get_columns("messages")}
         assert "dest_flags" not in columns
     for _ in range(2):  # opening it again (and again) is fine
-        with Journal.open(directory=state) as journal:
+        with Journal.open(url=journal_url) as journal:
             columns = {c["name"] for c in sa.inspect(journal.engine).get_columns("messages")}
             assert "dest_flags" in columns
             assert list(journal.loaded_with_dest_flags("t", "nobody")) == []
