@@ -506,7 +506,7 @@ class Journal:
                     conn.execute(
                         messages.update()
                         .where(messages.c.id == existing.id)
-                        .values(flags=flags_to_text(e.flags), updated_at=now)
+                        .values(flags=flags_to_text(e.flags))  # updated_at: see update_flags
                     )
                     continue
                 state, dest_folder, dest_uid = e.load_state.value, e.dest_folder, e.dest_uid
@@ -591,7 +591,9 @@ class Journal:
                     conn.execute(
                         messages.update()
                         .where(messages.c.id == r.id)
-                        .values(flags=flags_to_text(new), updated_at=_now())
+                        # updated_at stays: for loaded rows it is the load time, which the
+                        # daily byte budget counts (a flag change moves no bytes).
+                        .values(flags=flags_to_text(new))
                     )
                     changed += 1
         return changed
