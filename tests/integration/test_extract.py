@@ -154,6 +154,7 @@ def test_full_extract_keeps_everything_and_leaves_the_source_alone(
     again = extract_user(cfg, journal, user, phase="delta")
     assert (again.found, again.staged) == (0, 0)
     assert len(list(journal.entries(cfg.tenant, user.key))) == len(seeds)
+    assert before == snapshot(testbed, who, folders), "the delta run changed the source"
 
 
 @pytest.mark.testbed
@@ -224,6 +225,59 @@ def test_connection_dropped_mid_folder_resumes_from_cursor(
     uids = [e.uid for e in journal.entries(cfg.tenant, user.key)]
     assert sorted(uids) == list(range(1, 13))
     assert len(set(e.sha256 for e in journal.entries(cfg.tenant, user.key))) == 12
+
+
+class RefusingMailbox(ScalixMailbox):
+    """Reports the UIDs in ``refused`` as not returned, as Scalix does for an unreadable item."""
+
+    refused: frozenset[int] = frozenset()
+
+    def fetch(
+        self, folder: SourceFolder, infos: Sequence[MessageInfo]
+    ) -> Iterator[list[FetchedMessage | FetchFailure]]:
+        for batch in super().fetch(folder, infos):
+            yield [
+                FetchFailure(m.uid, m.size, "server said: NO [SERVERBUG]")
+                if m.uid in self.refused
+                else m
+                for m in batch
+            ]
+
+
+@pytest.mark.testbed
+def test_a_message_that_failed_to_fetch_is_fetched_again_on_the_next_run(
+    testbed: Any, tmp_path: Path, journal: Journal
+) -> None:
+    user, who = new_user(testbed, ["INBOX"])
+    when = datetime(2023, 4, 5, 6, 7, 8, tzinfo=CEST)
+    bodies = [mail(i) for i in range(5)]
+    testbed.seed_messages(who, [SeedMessage("INBOX", b, ["\\Seen"], when) for b in bodies])
+    before = snapshot(testbed, who, ["INBOX"])
+    cfg = base_config(testbed, tmp_path, fetch_batch_messages=2)
+    RefusingMailbox.refused = frozenset({3})
+
+    first = extract_user(cfg, journal, user, mailbox=RefusingMailbox)
+    assert (first.found, first.staged, first.failed) == (5, 4, 1)
+    assert [(e["uid"], e["error_code"]) for e in journal.item_errors(cfg.tenant)] == [
+        (3, "SXM-IMAP-004")
+    ]
+
+    second = extract_user(cfg, journal, user, phase="delta")
+
+    assert (second.found, second.retried, second.recovered, second.failed) == (0, 1, 1, 0)
+    rows = list(journal.entries(cfg.tenant, user.key))
+    assert [r.uid for r in rows] == [1, 2, 3, 4, 5]
+    assert all(r.load_state is LoadState.staged for r in rows)
+    third = next(r for r in rows if r.uid == 3)
+    assert third.sha256 == sha256_hex(bodies[2])
+    assert third.size == len(bodies[2])
+    assert third.message_id is not None
+    assert third.message_id.startswith("<t2.")
+    assert third.internaldate.timestamp() == when.timestamp()
+    assert journal.item_errors(cfg.tenant) == []
+    store = StagingStore(cfg.options.staging_dir, cfg.tenant, user.key)
+    assert store.get(third.sha256) == bodies[2]
+    assert before == snapshot(testbed, who, ["INBOX"]), "the source mailbox changed"
 
 
 @pytest.mark.testbed
