@@ -10,7 +10,10 @@ command -v dovecot >/dev/null 2>&1 || [ -x /usr/sbin/dovecot ] || need+=(dovecot
 # ssh-keygen comes with openssh-client (a dependency of openssh-server); openssl makes the test CA.
 command -v ssh-keygen >/dev/null 2>&1 || need+=(openssh-client)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
-command -v pg_ctl >/dev/null 2>&1 || [ -d /usr/lib/postgresql ] || need+=(postgresql)
+# PostgreSQL (the journal's multi-worker backend; tests/support/postgres.py starts it): the
+# server binaries, not just a client, which also creates /usr/lib/postgresql/<ver>/bin.
+command -v initdb >/dev/null 2>&1 || compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null \
+  || need+=(postgresql)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
