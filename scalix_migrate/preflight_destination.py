@@ -190,6 +190,9 @@ def _quota(client: IMAPClient, user: ScalixUser, login: str) -> list[Finding]:
         _, quotas = client.get_quota_root("INBOX")
     except (IMAPClientError, OSError):
         return []
+    except IndexError:
+        # imapclient cannot parse "* QUOTAROOT INBOX" without roots: the mailbox has no quota.
+        return []
     for q in quotas:
         if q.resource.upper() != "STORAGE":
             continue
