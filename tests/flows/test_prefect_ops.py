@@ -51,7 +51,7 @@ def test_deploy_renders_each_tenant_config_into_a_deployment(tmp_path: Path) -> 
         client.create_work_pool(WorkPoolCreate(name="scalix-migrate", type="process"),
                                 overwrite=True)
 
-    (path, cfg), = deployer.tenant_configs(tenants)
+    ((_, cfg),) = deployer.tenant_configs(tenants)
     name = deployer.deploy(cfg)
 
     with get_client(sync_client=True) as client:
@@ -78,10 +78,17 @@ def test_deploy_command_refuses_a_broken_tenant_file(tmp_path: Path) -> None:
 
 
 def test_written_prefect_yaml_matches_the_tenant_files(tmp_path: Path) -> None:
+    # Only the tenant files in git: a local sandbox.yaml (scalix-migrate sandbox) is not.
+    tracked = subprocess.run(["git", "ls-files", "configs/tenants"], cwd=REPO, check=True,
+                             capture_output=True, text=True, timeout=60).stdout.split()
+    tenants = tmp_path / "tenants"
+    tenants.mkdir()
+    for name in tracked:
+        shutil.copy(REPO / name, tenants / Path(name).name)
     out = tmp_path / "prefect.yaml"
     proc = subprocess.run(
         [sys.executable, "-m", "scalix_migrate.cli", "deploy", "--configs",
-         str(REPO / "configs" / "tenants"), "--write-prefect-yaml", str(out)],
+         str(tenants), "--write-prefect-yaml", str(out)],
         capture_output=True, text=True, timeout=120, check=False, cwd=REPO)
     assert proc.returncode == 0, proc.stderr
     assert out.read_text(encoding="utf-8") == (REPO / "deployments" / "prefect.yaml").read_text(
