@@ -167,13 +167,12 @@ def summary_markdown(tenant: str, users: pd.DataFrame, failures: pd.DataFrame) -
 
 
 def _html(tenant: str, users: pd.DataFrame, failures: pd.DataFrame, summary: str) -> str:
-    table = users.copy()
-    styled = (
-        table.style.bar(subset=["bytes"], color="#8ecae6")
-        .bar(subset=["msg_per_s"], color="#ffb703")
-        .format(na_rep="", precision=1)
-        .hide(axis="index")
-    )
+    styled = users.style.format(na_rep="", precision=1).hide(axis="index")
+    for column, colour in (("bytes", "#8ecae6"), ("msg_per_s", "#ffb703")):
+        values = pd.to_numeric(users[column], errors="coerce").dropna()
+        # Styler.bar divides by the column's range: skip a column with nothing to compare.
+        if len(values) and values.max() > values.min():
+            styled = styled.bar(subset=[column], color=colour)
     fail_html = (
         failures.to_html(index=False, border=0) if len(failures) else "<p>No item errors.</p>"
     )

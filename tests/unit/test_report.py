@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from scalix_migrate.records import LedgerEntry, LoadState, ScalixUser, SourceFolder
@@ -121,3 +122,17 @@ def test_failures_frame_is_empty_without_item_errors(tmp_path: Path) -> None:
         frame = failures_frame(j, "acme")
     assert frame.empty
     assert "state" in frame.columns
+
+
+def test_html_report_with_equal_volumes_does_not_divide_by_zero(tmp_path: Path) -> None:
+    """A run where every user moved the same bytes (e.g. extract only) still renders."""
+    import warnings
+
+    from scalix_migrate.report import USER_COLUMNS, _html
+
+    same = pd.DataFrame([dict.fromkeys(USER_COLUMNS, 0)] * 2, columns=USER_COLUMNS)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        html = _html("t", same, pd.DataFrame(), "# t\n\nsummary")
+    assert "<table" in html
+    assert "linear-gradient" not in html  # no bars where there is nothing to compare
