@@ -12,6 +12,10 @@
 Every line a parser could not read is in ``Discovery.unparsed`` prefixed with the command;
 a command that failed for a user is in ``Discovery.failures`` (the user is still listed, with
 what is known). Users are identified in commands by ``Display Name/mailnode``.
+
+Scale: the per-user commands go in batches (``chunk`` commands per exec) and ``parallel``
+batches run at once, each on its own channel of the one SSH connection; the results are put
+back in order, so the outcome does not depend on either setting.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from dataclasses import dataclass, field, replace
 from scalix_migrate.config import Selection, TenantConfig
 from scalix_migrate.errors import MigrationError
 from scalix_migrate.records import ScalixUser
-from scalix_migrate.scalix.admin import BatchItem, CommandResult, ScalixAdmin
+from scalix_migrate.scalix.admin import DEFAULT_CHUNK, BatchItem, CommandResult, ScalixAdmin
 from scalix_migrate.scalix.parsers import (
     UserListEntry,
     normalise_mailnode,
@@ -36,6 +40,10 @@ from scalix_migrate.scalix.parsers import (
 from scalix_migrate.state import Journal
 
 log = logging.getLogger(__name__)
+
+# Channels at once on the one connection. The admin commands only read the directory here;
+# four keeps a Scalix host's CPUs busy without hogging it (and far below sshd's MaxSessions).
+DEFAULT_PARALLEL = 4
 
 
 @dataclass(frozen=True)
@@ -98,16 +106,17 @@ def discover_users(
     *,
     admin: ScalixAdmin | None = None,
     journal: Journal | None = None,
-    chunk: int = 200,
+    chunk: int = DEFAULT_CHUNK,
+    parallel: int = DEFAULT_PARALLEL,
 ) -> Discovery:
     """Discover the users of ``cfg.source.server_names``; see the module docstring."""
     if admin is None:
         with ScalixAdmin(cfg, journal=journal) as own:
-            return _discover(cfg, own, chunk)
-    return _discover(cfg, admin, chunk)
+            return _discover(cfg, own, chunk, parallel)
+    return _discover(cfg, admin, chunk, parallel)
 
 
-def _discover(cfg: TenantConfig, admin: ScalixAdmin, chunk: int) -> Discovery:
+def _discover(cfg: TenantConfig, admin: ScalixAdmin, chunk: int, parallel: int) -> Discovery:
     listing = admin.run("omshowu_all")
     if not listing.ok:
         raise MigrationError(
@@ -128,7 +137,9 @@ def _discover(cfg: TenantConfig, admin: ScalixAdmin, chunk: int) -> Discovery:
 
     failures: list[CommandFailure] = []
     details = admin.run_batch(
-        [BatchItem("omshowu_user", {"name": e.name}) for e in entries], chunk=chunk
+        [BatchItem("omshowu_user", {"name": e.name}) for e in entries],
+        chunk=chunk,
+        parallel=parallel,
     )
     found: list[ScalixUser] = []
     for entry, result in zip(entries, details, strict=True):
@@ -140,7 +151,7 @@ def _discover(cfg: TenantConfig, admin: ScalixAdmin, chunk: int) -> Discovery:
         unparsed.extend(f"omshowu_user {entry.name}: {line}" for line in d.unparsed)
         found.append(d.user)
 
-    sized = _add_sizes(admin, entries, found, failures, unparsed, chunk)
+    sized = _add_sizes(admin, entries, found, failures, unparsed, chunk, parallel)
     chosen, unmatched = select_users(sized, cfg.options.users)
     return Discovery(
         users=chosen,
@@ -158,6 +169,7 @@ def _add_sizes(
     failures: list[CommandFailure],
     unparsed: list[str],
     chunk: int,
+    parallel: int,
 ) -> list[ScalixUser]:
     """Mailbox size and store limit for users that have a message store (or may have one)."""
     idx = [i for i, u in enumerate(users) if u.has_message_store is not False]
@@ -165,7 +177,7 @@ def _add_sizes(
     for i in idx:
         name = entries[i].name
         items += [BatchItem("sxdu", {"name": name}), BatchItem("omlimit", {"name": name})]
-    results = admin.run_batch(items, chunk=chunk)
+    results = admin.run_batch(items, chunk=chunk, parallel=parallel)
     # No message store yet: an empty mailbox (scalix.md §1.1), nothing to measure.
     out = [u if u.has_message_store is not False else replace(u, mailbox_kib=0) for u in users]
     for n, i in enumerate(idx):

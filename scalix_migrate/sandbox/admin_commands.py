@@ -64,13 +64,17 @@ Unknown commands exit 127, bad usage exits 2, both with a message on stderr.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import getopt
 import os
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO
 
 from scalix_migrate.sandbox.directory import (
     DEFAULT_SERVICES,
@@ -144,6 +148,15 @@ def _user(directory: Directory, identity: str) -> DirectoryUser:
     return user
 
 
+def _indexed_user(snap: _Snapshot, identity: str) -> DirectoryUser:
+    """:func:`_user` in O(1): the snapshot's index, checked against ``matches``; a miss (or a
+    form the index does not know) falls back to the directory's own linear ``find``."""
+    user = snap.index.get(identity.strip().lower())
+    if user is not None and user.matches(identity):
+        return user
+    return _user(snap.directory, identity)
+
+
 def _full_name(user: DirectoryUser) -> str:
     return f"{user.name}/CN={user.display_name}"
 
@@ -198,6 +211,112 @@ def _take_down(directory: Directory, services: list[str]) -> None:
             _drop_sessions(directory, kind)
 
 
+# --- the parsed directory, cached per file version ------------------------------------------
+#
+# Discovery sends three commands per user; re-parsing the whole JSON for each made a batch
+# cost O(users) per command, O(users^2) overall. A read-only command now reuses the parsed
+# Directory (and an index of every name form) while the file is the same version.
+#
+# The version key is (st_dev, st_ino, st_mtime_ns, st_size). Every writer replaces the file
+# atomically (Directory.save: mkstemp + os.replace), so a write gives a new inode. The cache
+# keeps the cached version's file OPEN: its inode cannot be freed, hence never reused by a later
+# version, so a replaced file always has a different key even when the mtime tick and the size
+# are the same. Writes through this module also drop the entry explicitly.
+# Handlers must not mutate a snapshot's Directory: the writing commands load their own copy
+# through locked_directory(write=True).
+
+_CACHE_SIZE = 4  # directory files remembered per process (a test session has a few)
+
+
+@dataclass
+class _Snapshot:
+    key: tuple[int, int, int, int]
+    directory: Directory
+    index: dict[str, DirectoryUser] = field(repr=False)
+    pinned: BinaryIO = field(repr=False)  # the open file that keeps the inode alive
+
+
+_cache: dict[str, _Snapshot] = {}
+_cache_lock = threading.Lock()
+
+
+def _forms(user: DirectoryUser) -> list[str]:
+    """The lower-cased identities :meth:`DirectoryUser.matches` accepts (index keys)."""
+    return [
+        user.display_name.lower(),
+        user.name.lower(),
+        user.auth_id.lower(),
+        f"{user.name}/CN={user.display_name}".lower(),
+        *(a.lower() for a in user.addresses),
+    ]
+
+
+def _index(directory: Directory) -> dict[str, DirectoryUser]:
+    index: dict[str, DirectoryUser] = {}
+    for user in reversed(directory.users):  # earlier users overwrite: the first wins, as in find
+        index.update(dict.fromkeys(_forms(user), user))
+    return index
+
+
+def _load_snapshot(path: Path) -> _Snapshot:
+    fh = open(path, "rb")  # noqa: SIM115 (kept open on purpose: see the comment above)
+    try:
+        st = os.fstat(fh.fileno())
+        directory = Directory.from_json(fh.read().decode("utf-8"))
+    except BaseException:
+        fh.close()
+        raise
+    key = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
+    return _Snapshot(key, directory, _index(directory), fh)
+
+
+@contextlib.contextmanager
+def _reading(path: Path) -> Iterator[_Snapshot]:
+    """The directory at ``path`` for a read-only command.
+
+    A cached version is used without the file lock: writers replace the file atomically, so
+    a reader sees the version before or after a write, never a mix. Loading a new version
+    takes the shared lock, as :func:`locked_directory` does."""
+    path = Path(path)
+    name = os.fspath(path)
+    st = os.stat(path)
+    key = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
+    with _cache_lock:
+        snap = _cache.get(name)
+    if snap is not None and snap.key == key:
+        yield snap
+        return
+    with open(f"{path}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_SH)
+        try:
+            fresh = _load_snapshot(path)
+            with _cache_lock:
+                _drop(name)
+                if len(_cache) >= _CACHE_SIZE:
+                    _drop(next(iter(_cache)))
+                _cache[name] = fresh
+            yield fresh
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _drop(name: str) -> None:
+    snap = _cache.pop(name, None)
+    if snap is not None:
+        snap.pinned.close()
+
+
+@contextlib.contextmanager
+def _writing(path: Path) -> Iterator[Directory]:
+    """:func:`locked_directory` for writing, forgetting the cached version afterwards."""
+    try:
+        with locked_directory(path, write=True) as d:
+            yield d
+    finally:
+        with _cache_lock:
+            _drop(os.fspath(Path(path)))
+
+
 # --- commands --------------------------------------------------------------------------------
 
 
@@ -206,7 +325,8 @@ def _omshowu(args: list[str], path: Path) -> list[str]:
     if rest:
         raise _Usage(f"unexpected argument {rest[0]!r}")
     o = dict(opts)
-    with locked_directory(path, write=False) as d:
+    with _reading(path) as snap:
+        d = snap.directory
         if "-m" in o:
             node = o["-m"]
             if node.lower() != "all" and node.lower() not in (m.lower() for m in d.mailnodes):
@@ -218,7 +338,7 @@ def _omshowu(args: list[str], path: Path) -> list[str]:
             ]
         if "-n" not in o:
             raise _Usage("usage: omshowu -m all|<mailnode> | omshowu -n <name> [-f]")
-        u = _user(d, o["-n"])
+        u = _indexed_user(snap, o["-n"])
     lines = [f"User Name: {_full_name(u)}"]
     if "-f" in o:
         lines += [f"Display Name: {u.display_name}", f"Mailnode: {u.mailnode}"]
@@ -241,7 +361,7 @@ def _ommodu(args: list[str], path: Path) -> list[str]:
         raise _Usage(f"unexpected argument {rest[0]!r}")
     if not any(k == "-o" for k, _ in opts) or len(opts) < 2:
         raise _Usage("usage: ommodu -o <user> [-c +cap|-cap]... [-K|-k]")
-    with locked_directory(path, write=True) as d:
+    with _writing(path) as d:
         u = _user(d, next(v for k, v in opts if k == "-o"))
         for key, value in opts:
             if key == "-c":
@@ -278,7 +398,8 @@ def _omstat(args: list[str], path: Path) -> list[str]:
     if "-q" in o:
         return []
     fallback = datetime.fromtimestamp(path.stat().st_mtime, UTC).strftime("%d.%m.%y")
-    with locked_directory(path, write=False) as d:
+    with _reading(path) as snap:
+        d = snap.directory
         if "-u" in o:
             if o["-u"].lower() != "rci":
                 raise _Failure(f'unknown subsystem "{o["-u"]}"')
@@ -298,7 +419,7 @@ def _omstat(args: list[str], path: Path) -> list[str]:
 def _omoff(args: list[str], path: Path) -> list[str]:
     opts, rest = getopt.getopt(args, "d:s:w")
     names = [v for k, v in opts if k == "-s"] + rest
-    with locked_directory(path, write=True) as d:
+    with _writing(path) as d:
         _take_down(d, _resolve_services(names, d))
     return []
 
@@ -306,7 +427,7 @@ def _omoff(args: list[str], path: Path) -> list[str]:
 def _omon(args: list[str], path: Path) -> list[str]:
     opts, rest = getopt.getopt(args, "s:w")
     names = [v for k, v in opts if k == "-s"] + rest
-    with locked_directory(path, write=True) as d:
+    with _writing(path) as d:
         _bring_up(d, _resolve_services(names, d), honour_broken=False)
     return []
 
@@ -316,8 +437,8 @@ def _omlimit(args: list[str], path: Path) -> list[str]:
     o = dict(opts)
     if rest or "-u" not in o or "-r" not in o:
         raise _Usage("usage: omlimit -u <user> -r")
-    with locked_directory(path, write=False) as d:
-        u = _user(d, o["-u"])
+    with _reading(path) as snap:
+        u = _indexed_user(snap, o["-u"])
     return [f"Message Store Size Limit: {u.store_limit_kib}kb"]
 
 
@@ -326,23 +447,25 @@ def _sxdu(args: list[str], path: Path) -> list[str]:
     o = dict(opts)
     if rest or "-a" not in o:
         raise _Usage("usage: sxdu -a <user>")
-    with locked_directory(path, write=False) as d:
-        u = _user(d, o["-a"])
+    with _reading(path) as snap:
+        u = _indexed_user(snap, o["-a"])
     return [f"{u.mailbox_kib}\t{u.name}"]
 
 
 def _omshowmn(args: list[str], path: Path) -> list[str]:
     if args:
         raise _Usage(f"unexpected argument {args[0]!r}")
-    with locked_directory(path, write=False) as d:
-        return [f"{'**' if i == 0 else '  '}      {m}" for i, m in enumerate(d.mailnodes)]
+    with _reading(path) as snap:
+        return [
+            f"{'**' if i == 0 else '  '}      {m}" for i, m in enumerate(snap.directory.mailnodes)
+        ]
 
 
 def _omcheckgc(args: list[str], path: Path) -> list[str]:
     if args != ["-d"]:
         raise _Usage("usage: omcheckgc -d")
-    with locked_directory(path, write=False) as d:
-        short = d.hostname.split(".")[0]
+    with _reading(path) as snap:
+        short = snap.directory.hostname.split(".")[0]
     return [f"/var/opt/scalix/{short[0]}{short[-1]}/s"]
 
 
@@ -352,7 +475,8 @@ def _service(args: list[str], path: Path) -> CommandResult:
     script, action = args
     if script not in ("scalix", "scalix-tomcat"):
         raise _Failure(f"{script}: unrecognized service")
-    with locked_directory(path, write=action != "status") as d:
+    opened = _writing(path) if action != "status" else locked_directory(path, write=False)
+    with opened as d:
         if script == "scalix-tomcat":
             return _tomcat(d, action)
         everything = list(d.services)

@@ -13,7 +13,10 @@ Contract:
   prefixed with ``OMCURRENT=<v>`` and ``sudo -n`` when configured.
 * :meth:`ScalixAdmin.run_batch` sends many commands in one exec as
   ``cmd1; echo "@@SXM@@ $?"; cmd2; echo "@@SXM@@ $?"`` (the subset of sh the sandbox speaks),
-  in chunks, and splits the output back into one :class:`CommandResult` per command.
+  in chunks of at most ``chunk`` commands and :data:`MAX_BATCH_BYTES` bytes, and splits the
+  output back into one :class:`CommandResult` per command. With ``parallel > 1`` up to that
+  many chunks run at once, each on its own channel of the same connection (sshd's default
+  ``MaxSessions`` is 10; :data:`MAX_PARALLEL` caps it below that).
 * stdout and stderr are drained together before the exit status is read; every exec is bounded
   by ``source.ssh.command_timeout_s``. Every command line and exit status is logged (command
   lines never carry secrets) and, with a journal, recorded through ``Journal.log_command``.
@@ -26,8 +29,10 @@ import re
 import select
 import shlex
 import string
+import threading
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -63,7 +68,16 @@ DEFAULT_TEMPLATES: dict[str, str] = {
 
 BATCH_MARKER = "@@SXM@@"
 _MARKER_LINE = re.compile(r"@@SXM@@ (-?\d+)\r?\n?")
-DEFAULT_CHUNK = 200
+# Commands per exec. Fewer execs matter most (each costs a channel, a login shell and, on the
+# test bed, an emulator start); the bound keeps one exec of slow real commands (~0.1-0.3 s
+# each) well inside source.ssh.command_timeout_s (default 300 s).
+DEFAULT_CHUNK = 500
+# The whole batch travels as one string: sshd puts it in SSH_ORIGINAL_COMMAND and the login
+# shell gets it as one "-c" argument, and Linux caps one such string at 128 KiB
+# (MAX_ARG_STRLEN). Half of that leaves room for a wrapper that quotes it again.
+MAX_BATCH_BYTES = 64 * 1024
+MAX_PARALLEL = 8  # channels at once on one connection (sshd's default MaxSessions is 10)
+_BATCH_GLUE = len(f'; echo "{BATCH_MARKER} $?"; ')
 _STDERR_KEEP = 4000
 
 
@@ -138,6 +152,12 @@ class ScalixAdmin:
         self.journal = journal
         self.templates: dict[str, str] = {**DEFAULT_TEMPLATES, **self.ssh.commands}
         self._client: paramiko.SSHClient | None = None
+        # Totals over this object's life (benchmark figures, scale checks): command lines sent
+        # (a batch counts each of its commands) and SSH exec channels opened.
+        self.commands_sent = 0
+        self.execs = 0
+        # Guards the connection and the counters: run_batch(parallel=N) execs from N threads.
+        self._lock = threading.RLock()
 
     # --- connection -----------------------------------------------------------------
 
@@ -155,6 +175,10 @@ class ScalixAdmin:
 
     def connect(self) -> None:
         """Open the connection (idempotent). Raises FatalError/TransientError with SXM-SSH-*."""
+        with self._lock:
+            self._connect_locked()
+
+    def _connect_locked(self) -> None:
         if self._client is not None and self._transport_alive():
             return
         self.close()
@@ -219,9 +243,10 @@ class ScalixAdmin:
         self.connect()
 
     def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
 
     # --- command lines ----------------------------------------------------------------
 
@@ -260,30 +285,49 @@ class ScalixAdmin:
     def run_line(self, line: str) -> CommandResult:
         """Run a command line that was built by :meth:`command_line` (or recorded from one)."""
         started = time.monotonic()
+        with self._lock:
+            self.commands_sent += 1
         status, out, err = self._exec(line)
         self._record(line, status, time.monotonic() - started)
         return CommandResult(status, out, err)
 
     def run_batch(
-        self, items: Sequence[BatchItem], *, chunk: int = DEFAULT_CHUNK
+        self, items: Sequence[BatchItem], *, chunk: int = DEFAULT_CHUNK, parallel: int = 1
     ) -> list[CommandResult]:
-        """Run many templated commands, ``chunk`` per exec; one result per item, in order.
+        """Run many templated commands, up to ``chunk`` per exec (and :data:`MAX_BATCH_BYTES`);
+        one result per item, in order. ``parallel`` chunks run at once on their own channels
+        of the one connection (capped at :data:`MAX_PARALLEL`).
 
         Per-command stderr cannot be told apart inside one exec: a failing item gets the
         chunk's stderr (bounded), a succeeding one an empty string.
         """
+        lines = [self.command_line(i.name, **i.params) for i in items]
+        groups = _chunks(lines, max(1, chunk))
+        workers = max(1, min(parallel, MAX_PARALLEL, len(groups)))
+        if workers == 1:
+            outcomes = [self._exec_chunk(g) for g in groups]
+        else:
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sxm-ssh") as pool:
+                outcomes = list(pool.map(self._exec_chunk, groups))
         results: list[CommandResult] = []
-        for start in range(0, len(items), max(1, chunk)):
-            part = items[start : start + max(1, chunk)]
-            lines = [self.command_line(i.name, **i.params) for i in part]
-            results.extend(self._run_chunk(lines))
+        for group, outcome in zip(groups, outcomes, strict=True):
+            results.extend(self._finish_chunk(group, outcome))
         return results
 
-    def _run_chunk(self, lines: list[str]) -> list[CommandResult]:
+    def _exec_chunk(self, lines: list[str]) -> tuple[int, str, str, float]:
+        """Exec one chunk (thread-safe); status, stdout, stderr and the seconds it took."""
         script = "; ".join(f'{line}; echo "{BATCH_MARKER} $?"' for line in lines)
         started = time.monotonic()
+        with self._lock:
+            self.commands_sent += len(lines)
         status, out, err = self._exec(script, logged=False)
-        elapsed = time.monotonic() - started
+        return status, out, err, time.monotonic() - started
+
+    def _finish_chunk(
+        self, lines: list[str], outcome: tuple[int, str, str, float]
+    ) -> list[CommandResult]:
+        """Split a chunk's output per command and record each (in the caller's thread)."""
+        status, out, err, elapsed = outcome
         pieces = _split_batch(out)
         if len(pieces) != len(lines):
             raise MigrationError(
@@ -304,15 +348,19 @@ class ScalixAdmin:
 
     def _exec(self, line: str, *, logged: bool = True) -> tuple[int, str, str]:
         """Run one exec; drain stdout and stderr together, then read the exit status."""
-        self.connect()
-        assert self._client is not None
-        transport = self._client.get_transport()
+        with self._lock:  # another thread may reconnect or close meanwhile
+            self._connect_locked()
+            client = self._client
+        assert client is not None
+        transport = client.get_transport()
         if transport is None:
             raise TransientError(f"SSH connection to {self.host} was lost", code="SXM-SSH-001")
         timeout = self.ssh.command_timeout_s
         deadline = time.monotonic() + timeout
         out: list[bytes] = []
         err: list[bytes] = []
+        with self._lock:
+            self.execs += 1
         try:
             chan = transport.open_session(timeout=self.ssh.connect_timeout_s)
             try:
@@ -358,6 +406,24 @@ class ScalixAdmin:
             b"".join(out).decode("utf-8", "replace"),
             b"".join(err).decode("utf-8", "replace"),
         )
+
+
+def _chunks(lines: list[str], chunk: int) -> list[list[str]]:
+    """Group command lines: at most ``chunk`` per group and :data:`MAX_BATCH_BYTES` per
+    script (a single longer line still gets a group of its own)."""
+    groups: list[list[str]] = []
+    current: list[str] = []
+    size = 0
+    for line in lines:
+        cost = len(line.encode()) + _BATCH_GLUE
+        if current and (len(current) >= chunk or size + cost > MAX_BATCH_BYTES):
+            groups.append(current)
+            current, size = [], 0
+        current.append(line)
+        size += cost
+    if current:
+        groups.append(current)
+    return groups
 
 
 def _split_batch(out: str) -> list[tuple[int, str]]:

@@ -288,8 +288,12 @@ def _checkpassword_wrapper(path: Path, directory_path: Path, mail_root: Path) ->
 
 
 @contextlib.contextmanager
-def running_testbed() -> Iterator[ScalixTestbed]:
-    """Start the three servers; stop them (and remove their files) whatever happens."""
+def running_testbed(*, fast_emulators: bool = False) -> Iterator[ScalixTestbed]:
+    """Start the three servers; stop them (and remove their files) whatever happens.
+
+    ``fast_emulators`` is for the discovery benchmark only: sshd runs a batch line that the
+    sandbox's sh-subset interpreter emulates exactly in one process, not via ``/bin/sh``
+    (see ``tests/testbed/emulator_entry.py``). Tests keep the default, the real shell."""
     started = time.monotonic()
     # Not pytest's tmp_path: its root is 0700 and Dovecot's mail processes run as "nobody".
     workdir = Path(tempfile.mkdtemp(prefix="sxm-testbed-"))
@@ -310,7 +314,12 @@ def running_testbed() -> Iterator[ScalixTestbed]:
         _checkpassword_wrapper(checkpassword, directory_path, workdir / "scalix" / "mail")
         source = dovecot.scalix_source(workdir / "scalix", certs, checkpassword)
         dest = dovecot.destination(workdir / "dest", dest_password)
-        sshd = configure_sshd(workdir / "ssh", bin_dir=bin_dir, directory_path=directory_path)
+        sshd = configure_sshd(
+            workdir / "ssh",
+            bin_dir=bin_dir,
+            directory_path=directory_path,
+            fast_emulators=fast_emulators,
+        )
         for server in (source, dest, sshd):
             stack.callback(server.stop)
             server.start()

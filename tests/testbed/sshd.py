@@ -4,6 +4,10 @@ Keys are generated per session with ``ssh-keygen``; the client key is the only w
 (``UsePAM no``, no passwords). ``bin_dir`` holds wrapper scripts named like Scalix's commands
 that run :mod:`scalix_migrate.sandbox.admin_commands` with the test interpreter; ``SetEnv`` puts
 ``bin_dir`` first on ``PATH`` and names the directory JSON in ``SXM_SANDBOX_DIRECTORY``.
+
+``configure_sshd(..., fast_emulators=True)`` (benchmark only, off by default) lets the
+ForceCommand run a whole batch line in one Python process instead of ``/bin/sh -c``, when the
+sandbox's sh-subset interpreter provably does the same; see :mod:`tests.testbed.emulator_entry`.
 """
 
 from __future__ import annotations
@@ -40,7 +44,9 @@ ADMIN_COMMANDS = (
     "service",
 )
 
-_ENTRY = "import sys; from scalix_migrate.sandbox.admin_commands import main; sys.exit(main())"
+# Run with "python -S": the emulators need only the standard library (and not the sandbox
+# package's __init__, which would import paramiko and pymap: ~1 s per command).
+ENTRY_SCRIPT = Path(__file__).resolve().with_name("emulator_entry.py")
 
 # sudo stand-in: drops sudo's own options so "sudo -n <cmd>" works the same for any caller.
 _SUDO = """#!/bin/sh
@@ -74,9 +80,9 @@ def write_admin_wrappers(bin_dir: Path, directory_path: Path) -> None:
             f'SXM_SANDBOX_DIRECTORY="${{SXM_SANDBOX_DIRECTORY:-{directory_path}}}"\n'
             f"PYTHONPATH={shlex.quote(str(REPO_ROOT))}\n"
             "export SXM_SANDBOX_DIRECTORY PYTHONPATH\n"
-            # The documented entry point, called without "-m": runpy warns on stderr when the
-            # package __init__ has already imported the module, and stderr is parsed by clients.
-            f'exec {python} -c {shlex.quote(_ENTRY)} {cmd} "$@"\n'
+            # admin_commands.main() through the entry script, not "-m" (runpy warns on stderr
+            # when the package __init__ has already imported the module; clients parse stderr).
+            f'exec {python} -S {shlex.quote(str(ENTRY_SCRIPT))} command {cmd} "$@"\n'
         )
         script.chmod(0o755)
     sudo = bin_dir / "sudo"
@@ -111,8 +117,15 @@ class SshdServer:
             self.process = None
 
 
-def configure_sshd(root: Path, *, bin_dir: Path, directory_path: Path) -> SshdServer:
-    """Generate keys, ``authorized_keys``, ``known_hosts`` and ``sshd_config`` under ``root``."""
+def configure_sshd(
+    root: Path, *, bin_dir: Path, directory_path: Path, fast_emulators: bool = False
+) -> SshdServer:
+    """Generate keys, ``authorized_keys``, ``known_hosts`` and ``sshd_config`` under ``root``.
+
+    ``fast_emulators`` (benchmark only) makes the ForceCommand hand each command line to
+    :mod:`tests.testbed.emulator_entry`, which runs a line the sandbox's sh-subset interpreter
+    emulates exactly in one process and gives anything else to ``/bin/sh -c``. Off, every line
+    goes straight to ``/bin/sh -c`` (one Python process per emulated command)."""
     keygen = require_binary("ssh-keygen", "/usr/bin/ssh-keygen")
     require_binary("sshd", "/usr/sbin/sshd")
     root.mkdir(parents=True, exist_ok=True)
@@ -132,13 +145,23 @@ def configure_sshd(root: Path, *, bin_dir: Path, directory_path: Path) -> SshdSe
     # of SetEnv's PATH: a forced command restores bin_dir first, then runs the client's
     # command line with /bin/sh, as a Scalix host's shell would.
     force = root / "force-command.sh"
+    run_line = 'exec /bin/sh -c "$SSH_ORIGINAL_COMMAND"\n'
+    if fast_emulators:
+        # Benchmark only: one process per batch line instead of one per command (the entry
+        # falls back to the same "/bin/sh -c" for anything it does not emulate exactly).
+        wrappers = " ".join(shlex.quote(c) for c in ADMIN_COMMANDS)
+        run_line = (
+            f"PYTHONPATH={shlex.quote(str(REPO_ROOT))}\n"
+            "export PYTHONPATH\n"
+            f"exec {shlex.quote(sys.executable)} -S {shlex.quote(str(ENTRY_SCRIPT))} "
+            f"line {shlex.quote(str(bin_dir))} {wrappers}\n"
+        )
     force.write_text(
         "#!/bin/sh\n"
         f"PATH={shlex.quote(path)}\n"
         f"SXM_SANDBOX_DIRECTORY={shlex.quote(str(directory_path))}\n"
         "export PATH SXM_SANDBOX_DIRECTORY\n"
-        'if [ -z "${SSH_ORIGINAL_COMMAND:-}" ]; then exec /bin/sh; fi\n'
-        'exec /bin/sh -c "$SSH_ORIGINAL_COMMAND"\n'
+        'if [ -z "${SSH_ORIGINAL_COMMAND:-}" ]; then exec /bin/sh; fi\n' + run_line
     )
     force.chmod(0o755)
     config_file = root / "sshd_config"
