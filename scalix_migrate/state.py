@@ -23,7 +23,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -37,6 +37,7 @@ from scalix_migrate.records import (
     SourceFolder,
 )
 
+T = TypeVar("T")
 metadata = sa.MetaData()
 
 users = sa.Table(
@@ -167,6 +168,12 @@ def _create_schema(engine: Engine) -> None:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
         metadata.create_all(conn)
         conn.commit()
+
+
+def _chunks(items: Sequence[T], size: int = 500) -> Iterator[Sequence[T]]:
+    """Bounded IN-lists (SQLite caps bound parameters per statement)."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 def _now() -> datetime:
@@ -492,67 +499,11 @@ class Journal:
         """
         now = _now()
         with self.engine.begin() as conn:
+            groups: dict[tuple[str, int], list[LedgerEntry]] = {}
             for e in entries:
-                existing = conn.execute(
-                    sa.select(messages.c.id).where(
-                        messages.c.tenant == tenant,
-                        messages.c.user_key == user_key,
-                        messages.c.folder == e.folder,
-                        messages.c.uidvalidity == e.uidvalidity,
-                        messages.c.uid == e.uid,
-                    )
-                ).first()
-                if existing is not None:
-                    conn.execute(
-                        messages.update()
-                        .where(messages.c.id == existing.id)
-                        .values(flags=flags_to_text(e.flags))  # updated_at: see update_flags
-                    )
-                    continue
-                state, dest_folder, dest_uid = e.load_state.value, e.dest_folder, e.dest_uid
-                twin = conn.execute(
-                    sa.select(
-                        messages.c.id,
-                        messages.c.load_state,
-                        messages.c.dest_folder,
-                        messages.c.dest_uid,
-                    )
-                    .where(
-                        messages.c.tenant == tenant,
-                        messages.c.user_key == user_key,
-                        messages.c.folder == e.folder,
-                        messages.c.sha256 == e.sha256,
-                        messages.c.uidvalidity != e.uidvalidity,
-                        messages.c.load_state != LoadState.superseded.value,
-                    )
-                    .limit(1)
-                ).first()
-                if twin is not None:
-                    state, dest_folder, dest_uid = twin.load_state, twin.dest_folder, twin.dest_uid
-                    conn.execute(
-                        messages.update()
-                        .where(messages.c.id == twin.id)
-                        .values(load_state=LoadState.superseded.value, updated_at=now)
-                    )
-                conn.execute(
-                    messages.insert().values(
-                        tenant=tenant,
-                        user_key=user_key,
-                        folder=e.folder,
-                        uidvalidity=e.uidvalidity,
-                        uid=e.uid,
-                        sha256=e.sha256,
-                        size=e.size,
-                        internaldate=e.internaldate.astimezone(UTC),  # SQLite keeps no zone
-                        flags=flags_to_text(e.flags),
-                        message_id=e.message_id,
-                        item_class=e.item_class.value,
-                        load_state=state,
-                        dest_folder=dest_folder,
-                        dest_uid=dest_uid,
-                        updated_at=now,
-                    )
-                )
+                groups.setdefault((e.folder, e.uidvalidity), []).append(e)
+            for (folder, uidvalidity), group in groups.items():
+                self._record_group(conn, tenant, user_key, folder, uidvalidity, group, now)
             new_high = max(cursor.highest_uid, highest_uid)
             conn.execute(
                 folders.update()
@@ -565,6 +516,104 @@ class Journal:
                 .values(highest_uid=new_high, updated_at=now)
             )
         return FolderCursor(cursor.folder, cursor.uidvalidity, new_high)
+
+    def _record_group(
+        self,
+        conn: sa.Connection,
+        tenant: str,
+        user_key: str,
+        folder: str,
+        uidvalidity: int,
+        group: Sequence[LedgerEntry],
+        now: datetime,
+    ) -> None:
+        """record_batch for one (folder, UIDVALIDITY): a few set-based statements, not a
+        handful per message (the journal was the extract's bottleneck)."""
+        mine = (
+            messages.c.tenant == tenant,
+            messages.c.user_key == user_key,
+            messages.c.folder == folder,
+        )
+        existing: dict[int, int] = {}
+        for chunk in _chunks([e.uid for e in group]):
+            existing.update(
+                (int(r.uid), int(r.id))
+                for r in conn.execute(
+                    sa.select(messages.c.uid, messages.c.id).where(
+                        *mine, messages.c.uidvalidity == uidvalidity, messages.c.uid.in_(chunk)
+                    )
+                )
+            )
+        known = [e for e in group if e.uid in existing]
+        if known:
+            conn.execute(
+                messages.update()
+                .where(messages.c.id == sa.bindparam("row_id"))
+                .values(flags=sa.bindparam("new_flags")),  # updated_at: see update_flags
+                [{"row_id": existing[e.uid], "new_flags": flags_to_text(e.flags)} for e in known],
+            )
+        fresh = [e for e in group if e.uid not in existing]
+        if not fresh:
+            return
+        # Twins: the same bytes under an older UIDVALIDITY, each taken over at most once.
+        twins: dict[str, list[Any]] = {}
+        for shas in _chunks(sorted({e.sha256 for e in fresh})):
+            for r in conn.execute(
+                sa.select(
+                    messages.c.id,
+                    messages.c.sha256,
+                    messages.c.load_state,
+                    messages.c.dest_folder,
+                    messages.c.dest_uid,
+                    messages.c.dest_flags,
+                )
+                .where(
+                    *mine,
+                    messages.c.sha256.in_(shas),
+                    messages.c.uidvalidity != uidvalidity,
+                    messages.c.load_state != LoadState.superseded.value,
+                )
+                .order_by(messages.c.id)
+            ):
+                twins.setdefault(r.sha256, []).append(r)
+        rows: list[dict[str, Any]] = []
+        superseded: list[int] = []
+        for e in fresh:
+            row = {
+                "tenant": tenant,
+                "user_key": user_key,
+                "folder": e.folder,
+                "uidvalidity": e.uidvalidity,
+                "uid": e.uid,
+                "sha256": e.sha256,
+                "size": e.size,
+                "internaldate": e.internaldate.astimezone(UTC),  # SQLite keeps no zone
+                "flags": flags_to_text(e.flags),
+                "message_id": e.message_id,
+                "item_class": e.item_class.value,
+                "load_state": e.load_state.value,
+                "dest_folder": e.dest_folder,
+                "dest_uid": e.dest_uid,
+                "dest_flags": None,
+                "updated_at": now,
+            }
+            if twins.get(e.sha256):
+                twin = twins[e.sha256].pop(0)
+                superseded.append(int(twin.id))
+                row.update(
+                    load_state=twin.load_state,
+                    dest_folder=twin.dest_folder,
+                    dest_uid=twin.dest_uid,
+                    dest_flags=twin.dest_flags,
+                )
+            rows.append(row)
+        for ids in _chunks(superseded):
+            conn.execute(
+                messages.update()
+                .where(messages.c.id.in_(ids))
+                .values(load_state=LoadState.superseded.value, updated_at=now)
+            )
+        conn.execute(messages.insert(), rows)
 
     def update_flags(
         self,
