@@ -263,6 +263,9 @@ class DeploymentOptions(_Model):
     """How ``scalix-migrate deploy`` registers this tenant with Prefect."""
 
     work_pool: str = "scalix-migrate"
+    concurrency_limit: Annotated[int, Field(ge=1, le=64)] = Field(
+        1, description="runs of this tenant at once; >1 only for waves on several workers"
+    )
     schedule_cron: str | None = Field(None, description="e.g. '0 2 * * *' for a nightly run")
     schedule_timezone: str = "UTC"
     schedule_phase: Literal["full", "delta"] = "delta"

@@ -33,6 +33,7 @@ class TenantDeployment:
     parameters: dict[str, Any]
     cron: str | None
     timezone: str
+    concurrency_limit: int
     schedule_parameters: dict[str, Any]
 
 
@@ -50,6 +51,7 @@ def plan(cfg: TenantConfig) -> TenantDeployment:
         tags=["scalix-migrate", f"tenant-{cfg.tenant}"],
         parameters={"config": cfg.model_dump(mode="json")},
         cron=dep.schedule_cron,
+        concurrency_limit=dep.concurrency_limit,
         timezone=dep.schedule_timezone,
         schedule_parameters={"phase": dep.schedule_phase},
     )
@@ -71,7 +73,7 @@ def deploy(cfg: TenantConfig, *, project_dir: Path = PROJECT_DIR) -> str:
         work_pool_name=d.work_pool,
         parameters=d.parameters,
         tags=d.tags,
-        concurrency_limit=1,
+        concurrency_limit=d.concurrency_limit,
         schedules=schedules,
         description=f"Scalix migration of tenant {cfg.tenant}",
         build=False,
@@ -90,7 +92,7 @@ def prefect_yaml(configs: list[TenantConfig]) -> str:
             "name": d.name,
             "entrypoint": ENTRYPOINT,
             "tags": d.tags,
-            "concurrency_limit": 1,
+            "concurrency_limit": d.concurrency_limit,
             "work_pool": {"name": d.work_pool, "work_queue_name": "default"},
             "parameters": d.parameters,
         }
