@@ -95,6 +95,10 @@ def preflight_validate(config: TenantConfig, discovery: Discovery) -> list[dict[
         table=rows or [{"severity": "", "code": "", "user": "", "message": "no findings"}],
         description="Preflight findings (blocking ones stop the run before anything moves)",
     )
+    markdown = (config.options.reports_dir / "preflight.md").read_text(encoding="utf-8")
+    create_markdown_artifact(
+        key=artifact_key(config.tenant, "preflight-summary"), markdown=markdown
+    )
     return rows
 
 

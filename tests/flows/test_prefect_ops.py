@@ -148,6 +148,8 @@ def test_artifacts_show_progress_users_and_summary(sandbox: Sandbox, tmp_path: P
     assert kim["failed"] == 0
     assert "Migration summary: artifacts" in str(by_key["artifacts-summary"].data)
     assert by_key["artifacts-progress"].data == 100.0
+    assert "# Preflight findings" in str(by_key["artifacts-preflight-summary"].data)
+    assert "artifacts-preflight" in by_key
     with get_client(sync_client=True) as client:
         limit = client.read_global_concurrency_limit_by_name("scalix-source-127-0-0-1")
     assert limit.limit == cfg.options.concurrency.connections_per_server
