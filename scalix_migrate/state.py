@@ -276,6 +276,8 @@ class Journal:
                     .where(users.c.tenant == tenant, users.c.user_key == u.key)
                     .values(**values)
                 )
+                if res.rowcount == 0 and self._rekey_user(conn, tenant, u):
+                    continue
                 if res.rowcount == 0:
                     # Another worker may insert the same user between our UPDATE and INSERT
                     # (two waves discovering at once): its row wins, with the same data.
@@ -284,6 +286,47 @@ class Journal:
                             tenant=tenant, user_key=u.key, status="pending", **values
                         )
                     )
+
+    def _rekey_user(self, conn: sa.Connection, tenant: str, u: ScalixUser) -> bool:
+        """The user's key is its primary address; when the operator moves another address to
+        the top (preflight's export-name remedy), the same Scalix user (display name and
+        mailnode) comes back under a new key. A row with nothing migrated yet follows it;
+        one with a ledger stays, so its history is not rewritten."""
+        old = conn.execute(
+            sa.select(users.c.user_key).where(
+                users.c.tenant == tenant,
+                users.c.display_name == u.display_name,
+                users.c.mailnode == u.mailnode,
+                users.c.user_key != u.key,
+            )
+        ).first()
+        if old is None:
+            return False
+        has_ledger = conn.execute(
+            sa.select(messages.c.id)
+            .where(messages.c.tenant == tenant, messages.c.user_key == old.user_key)
+            .limit(1)
+        ).first()
+        if has_ledger is not None:
+            return False
+        conn.execute(
+            users.update()
+            .where(users.c.tenant == tenant, users.c.user_key == old.user_key)
+            .values(
+                user_key=u.key,
+                email=u.primary_address,
+                auth_id=u.auth_id,
+                details=json.dumps(dict(u.details)),
+                status="pending",
+                error_code=None,
+                error_message=None,
+                updated_at=_now(),
+            )
+        )
+        conn.execute(
+            folders.delete().where(folders.c.tenant == tenant, folders.c.user_key == old.user_key)
+        )
+        return True
 
     def set_user_status(
         self,

@@ -220,3 +220,31 @@ def test_workers_opening_a_fresh_journal_at_once_all_succeed(journal_url: str) -
 
     results = _race(n, open_and_discover)
     assert results == [1] * n, results
+
+
+def test_user_whose_primary_address_moved_keeps_one_row(journal: Journal) -> None:
+    """Preflight's export-name remedy reorders the addresses: the same Scalix user returns
+    under a new key; its row (nothing migrated yet) follows instead of leaving a stale one."""
+    priya = ScalixUser("Priya Shah", "acme", addresses=("priya@acme.test", "pshah@acme.test"))
+    journal.upsert_users(TENANT, [priya])
+    journal.set_user_status(TENANT, priya.key, "excluded", error_message="export name")
+    fixed = ScalixUser("Priya Shah", "acme", addresses=("pshah@acme.test", "priya@acme.test"))
+
+    journal.upsert_users(TENANT, [fixed])
+
+    rows = {r.user_key: r for r in journal.user_rows(TENANT)}
+    assert "priya@acme.test" not in rows
+    assert rows["pshah@acme.test"].status == "pending"
+    assert rows["pshah@acme.test"].error_message is None
+
+
+def test_user_with_a_ledger_is_not_rekeyed(journal: Journal) -> None:
+    cursor = journal.open_folder(TENANT, USER.key, INBOX, 7)
+    journal.record_batch(TENANT, USER.key, cursor, [entry(1, "a")], 1)
+    moved = ScalixUser("Kim Lee", "acme", addresses=("kim@acme.test", "kim.lee@acme.test"))
+
+    journal.upsert_users(TENANT, [moved])
+
+    keys = {r.user_key for r in journal.user_rows(TENANT)}
+    assert {"kim.lee@acme.test", "kim@acme.test"} <= keys
+    assert len(list(journal.entries(TENANT, USER.key))) == 1
