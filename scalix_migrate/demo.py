@@ -9,10 +9,12 @@ module: it runs the Prefect flow.
 
 from __future__ import annotations
 
+import csv
 import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 from rich.console import Console
@@ -22,8 +24,12 @@ from scalix_migrate.config import TenantConfig, load_config
 from scalix_migrate.destinations.base import open_destination
 from scalix_migrate.discovery import discover_users
 from scalix_migrate.records import ScalixUser
+from scalix_migrate.sandbox.directory import Directory
 from scalix_migrate.scalix.imap_source import ScalixMailbox
 from scalix_migrate.state import Journal
+
+if TYPE_CHECKING:
+    from scalix_migrate.sandbox import Sandbox
 
 
 @dataclass(frozen=True)
@@ -66,6 +72,8 @@ def run_demo(workdir: Path, console: Console) -> int:
                 "state": {"dir": str(workdir / "state")},
             }
         )
+        # restart-service too: stop webmail and the user-facing services, restart, let back in.
+        data["service"] = {"restart": True, "lockout": "services", "healthy_timeout_s": 60}
         config_path = workdir / "sandbox.yaml"
         config_path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
         config_path.chmod(0o600)
@@ -76,6 +84,11 @@ def run_demo(workdir: Path, console: Console) -> int:
 
         state = run_flow(cfg)
         console.print(f"\nflow run: [bold]{state.name}[/] {state.message or ''}")
+        fixed = apply_remedies(cfg, sandbox, console)
+        if fixed:
+            console.print(f"\n[bold]Rerunning only the users fixed:[/] {', '.join(fixed)}")
+            state = run_flow(cfg, users=fixed)
+            console.print(f"\nflow run: [bold]{state.name}[/] {state.message or ''}")
         checks, not_migrated = compare(cfg)
     _print_checks(console, checks)
     for user, status, reason in not_migrated:
@@ -89,6 +102,46 @@ def run_demo(workdir: Path, console: Console) -> int:
         return 1
     console.print(f"[green]all {len(checks)} folders match: messages and bytes[/]")
     return 0
+
+
+def apply_remedies(cfg: TenantConfig, sandbox: Sandbox, console: Console) -> list[str]:
+    """Do what preflight told the operator for each user it left out; return their new keys.
+
+    On a real system these are SAC and Outlook actions; here they change the sandbox.
+    """
+    path = cfg.options.reports_dir / "preflight.csv"
+    findings = [
+        r for r in csv.DictReader(path.open(encoding="utf-8")) if r["severity"] == "exclude-user"
+    ]
+    users = {u.key: u for u in discover_users(cfg).users}
+    fixed: list[str] = []
+    for f in findings:
+        user = users.get(f["user"])
+        if user is None:
+            continue
+        console.print(
+            f"preflight {f['code']}: {f['message']}\n  remedy: {f['remedy']}", markup=False
+        )
+        if f["code"] == "PF-USR-001" and user.auth_id:
+            auth_id = user.auth_id
+
+            def to_top(d: Directory, name: str = user.display_name, top: str = auth_id) -> None:
+                for u in d.users:
+                    if u.display_name == name:
+                        u.addresses.sort(key=lambda a: a.lower() != top.lower())
+
+            sandbox.update_directory(to_top)
+            fixed.append(auth_id.lower())
+        elif f["code"] == "PF-USR-005":
+            with ScalixMailbox(cfg, user) as mailbox:
+                for folder in mailbox.list_folders():
+                    leaf = folder.name.rsplit(folder.delimiter, 1)[-1]
+                    if "\\" in leaf or "/" in leaf:
+                        new = leaf.replace("\\", "-").replace("/", "-")
+                        mailbox.client.rename_folder(folder.raw_name, new)
+                        console.print(f"  renamed {folder.name!r} to {new!r}", markup=False)
+            fixed.append(user.key)
+    return fixed
 
 
 def compare(cfg: TenantConfig) -> tuple[list[FolderCheck], list[tuple[str, str, str]]]:
