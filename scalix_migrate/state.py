@@ -743,28 +743,8 @@ class Journal:
             return {s: int(n) for s, n in conn.execute(q.group_by(messages.c.load_state))}
 
     def item_errors(self, tenant: str) -> list[dict[str, Any]]:
-        with self.engine.connect() as conn:
-            return [
-                dict(r._mapping)
-                for r in conn.execute(
-                    sa.select(
-                        messages.c.user_key,
-                        messages.c.folder,
-                        messages.c.uidvalidity,
-                        messages.c.uid,
-                        messages.c.size,
-                        messages.c.message_id,
-                        messages.c.error_code,
-                        messages.c.error_detail,
-                    )
-                    .where(
-                        messages.c.tenant == tenant, messages.c.load_state == LoadState.failed.value
-                    )
-                    .order_by(messages.c.user_key, messages.c.folder, messages.c.uid)
-                )
-            ]
-
-    # --- destination flags (the delta phase's flag sync) ---------------------------------
+        """``failed`` rows: messages that could not be read or written."""
+        return self._rows_with_problems(tenant, messages.c.load_state == LoadState.failed.value)
 
     def _add_missing_columns(self) -> None:
         """Add columns newer than the journal file (``dest_flags``); idempotent.
@@ -1016,6 +996,15 @@ class Journal:
         Same columns as :meth:`item_errors`; rows skipped on purpose without a code (date
         range, ``\\Deleted``) are not listed.
         """
+        return self._rows_with_problems(
+            tenant,
+            sa.and_(
+                messages.c.load_state == LoadState.skipped.value,
+                messages.c.error_code.is_not(None),
+            ),
+        )
+
+    def _rows_with_problems(self, tenant: str, which: Any) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
             return [
                 dict(r._mapping)
@@ -1030,11 +1019,7 @@ class Journal:
                         messages.c.error_code,
                         messages.c.error_detail,
                     )
-                    .where(
-                        messages.c.tenant == tenant,
-                        messages.c.load_state == LoadState.skipped.value,
-                        messages.c.error_code.is_not(None),
-                    )
+                    .where(messages.c.tenant == tenant, which)
                     .order_by(messages.c.user_key, messages.c.folder, messages.c.uid)
                 )
             ]
