@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from scalix_migrate.discovery import discover_users
 from scalix_migrate.errors import FatalError
 from scalix_migrate.scalix.admin import ScalixAdmin
-from tests.integration.scalix_bed import bed, config, new_user
+from tests.integration.scalix_bed import TenantSlice, add_mailnode, bed, config, new_user
 
 __all__ = ["bed"]
 
 EVIL = "o'brien; touch /tmp/pwned"
 
 
-def test_discovers_details_in_order_and_only_configured_mailnodes(bed: Any, tmp_path: Path) -> None:
+def test_discovers_details_in_order_and_only_configured_mailnodes(
+    bed: TenantSlice, tmp_path: Path
+) -> None:
     kim = new_user(
         bed,
         "kim",
@@ -27,15 +28,14 @@ def test_discovers_details_in_order_and_only_configured_mailnodes(bed: Any, tmp_
         store_limit_kib=2048,
         mailbox_kib=777,
     )
-    bed.update_directory(
-        lambda d: d.mailnodes.append("elsewhere") if "elsewhere" not in d.mailnodes else None
-    )
-    other = new_user(bed, "other", mailnode="elsewhere")
+    elsewhere = add_mailnode(bed.testbed, f"{bed.mailnode}-elsewhere")
+    other = new_user(bed, "other", mailnode=elsewhere)
     nostore = new_user(bed, "nostore", has_message_store=False)
     cfg = config(bed, tmp_path)
     found = discover_users(cfg)
     by_name = {u.name: u for u in found.all_users}
     assert other.name not in by_name
+    assert {u.mailnode for u in found.all_users} == {bed.mailnode}  # not the test bed's others
     u = by_name[kim.name]
     assert u.addresses == ("kim-primary@example.test", "kim-alias@example.test")
     assert u.auth_id == kim.auth_id
@@ -55,7 +55,7 @@ def test_discovers_details_in_order_and_only_configured_mailnodes(bed: Any, tmp_
     assert found.failures == []
 
 
-def test_include_exclude_by_address_name_and_pattern(bed: Any, tmp_path: Path) -> None:
+def test_include_exclude_by_address_name_and_pattern(bed: TenantSlice, tmp_path: Path) -> None:
     a = new_user(bed, "incl")
     b = new_user(bed, "incl")
     c = new_user(bed, "skip")
@@ -77,7 +77,7 @@ def test_include_exclude_by_address_name_and_pattern(bed: Any, tmp_path: Path) -
     assert found.unmatched_includes == ["nobody@x.test"]
 
 
-def test_shell_metacharacters_in_a_name_are_only_a_name(bed: Any, tmp_path: Path) -> None:
+def test_shell_metacharacters_in_a_name_are_only_a_name(bed: TenantSlice, tmp_path: Path) -> None:
     canary = Path("/tmp/pwned")
     canary.unlink(missing_ok=True)
     evil = new_user(bed, "evil", display_name=EVIL, addresses=["obrien@example.test"])
@@ -88,7 +88,7 @@ def test_shell_metacharacters_in_a_name_are_only_a_name(bed: Any, tmp_path: Path
     assert not canary.exists()
 
 
-def test_unknown_host_key_is_refused_with_its_fingerprint(bed: Any, tmp_path: Path) -> None:
+def test_unknown_host_key_is_refused_with_its_fingerprint(bed: TenantSlice, tmp_path: Path) -> None:
     empty = tmp_path / "known_hosts"
     empty.write_text("")
     cfg = config(bed, tmp_path, ssh={"host_key_fingerprint": None, "known_hosts": str(empty)})
@@ -99,7 +99,7 @@ def test_unknown_host_key_is_refused_with_its_fingerprint(bed: Any, tmp_path: Pa
     assert "host_key_fingerprint" in err.value.remedy
 
 
-def test_changed_pinned_key_is_refused(bed: Any, tmp_path: Path) -> None:
+def test_changed_pinned_key_is_refused(bed: TenantSlice, tmp_path: Path) -> None:
     cfg = config(bed, tmp_path, ssh={"host_key_fingerprint": "SHA256:" + "A" * 43})
     with pytest.raises(FatalError) as err:
         ScalixAdmin(cfg).connect()

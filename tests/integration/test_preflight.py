@@ -6,10 +6,15 @@ from pathlib import Path
 from typing import Any
 
 from scalix_migrate.config import TenantConfig
-from scalix_migrate.discovery import discover_users
-from scalix_migrate.preflight import PREFLIGHT_CODES, Finding, Severity, run_preflight
+from scalix_migrate.preflight import (
+    PREFLIGHT_CODES,
+    Finding,
+    PreflightReport,
+    Severity,
+    run_preflight,
+)
 from scalix_migrate.sandbox.directory import FolderSpec
-from tests.integration.scalix_bed import bed, config, is_sandbox, new_user
+from tests.integration.scalix_bed import TenantSlice, bed, config, new_user
 
 __all__ = ["bed"]
 
@@ -18,32 +23,27 @@ def codes(findings: list[Finding], user: str | None = None) -> set[str]:
     return {f.code for f in findings if user is None or f.user == user}
 
 
-def dest_for(bed: Any, user_password: str, *, wrong: bool = False) -> dict[str, Any]:
-    """An IMAP destination: the test bed's Dovecot, or the sandbox IMAP (users log in as
-    themselves there) when the test bed is not present."""
-    if is_sandbox(bed):
-        port, password = bed.imap_port, user_password
-    else:
-        port, password = bed.dest_imap_port, bed.dest_password
+def dest_for(bed: TenantSlice, *, wrong: bool = False) -> dict[str, Any]:
+    """The test bed's destination Dovecot (any login name, its one password)."""
+    password = bed.testbed.dest_password
     return {
         "type": "imap",
         "host": "127.0.0.1",
-        "port": port,
+        "port": bed.testbed.dest_imap_port,
         "tls": "none",
         "timeout_s": 20,
         "password": "wrong-" + password if wrong else password,
     }
 
 
-def preflight(cfg: TenantConfig, **kw: Any) -> Any:
-    return run_preflight(cfg, discover_users(cfg), **kw)
+def preflight(cfg: TenantConfig, **kw: Any) -> PreflightReport:
+    """Discovery and the checks over one SSH connection (run_preflight discovers itself)."""
+    return run_preflight(cfg, **kw)
 
 
-def test_good_tenant_has_no_blocking_finding(bed: Any, tmp_path: Path) -> None:
+def test_good_tenant_has_no_blocking_finding(bed: TenantSlice, tmp_path: Path) -> None:
     t = new_user(bed, "tester", folders=[FolderSpec("Projects"), FolderSpec("Projects/2024")])
-    cfg = config(
-        bed, tmp_path, source={"test_user": t.addresses[0]}, destination=dest_for(bed, t.password)
-    )
+    cfg = config(bed, tmp_path, source={"test_user": t.addresses[0]}, destination=dest_for(bed))
     report = preflight(cfg)
     assert report.blocking == [], report.to_rows()
     assert not codes(report.findings, t.addresses[0]) - {"PF-SES-001"}
@@ -53,7 +53,7 @@ def test_good_tenant_has_no_blocking_finding(bed: Any, tmp_path: Path) -> None:
     assert all(r["code"] in PREFLIGHT_CODES for r in rows)
 
 
-def test_admin_without_mboxadmin_and_not_full_admin(bed: Any, tmp_path: Path) -> None:
+def test_admin_without_mboxadmin_and_not_full_admin(bed: TenantSlice, tmp_path: Path) -> None:
     t = new_user(bed, "tester")
     weak = new_user(bed, "weakadmin", capabilities=[], full_admin=False)
     cfg = config(
@@ -73,7 +73,7 @@ def test_admin_without_mboxadmin_and_not_full_admin(bed: Any, tmp_path: Path) ->
     assert "PF-TST-003" in by_code  # and the mboxadmin login is indeed refused
 
 
-def test_test_user_given_as_alias(bed: Any, tmp_path: Path) -> None:
+def test_test_user_given_as_alias(bed: TenantSlice, tmp_path: Path) -> None:
     t = new_user(bed, "aliased")
     alias = "alias-" + t.addresses[0]
     bed.update_directory(lambda d: d.find(t.auth_id).addresses.append(alias))  # type: ignore[union-attr]
@@ -84,7 +84,7 @@ def test_test_user_given_as_alias(bed: Any, tmp_path: Path) -> None:
     assert f"source.test_user: {t.addresses[0]}" in found[0].remedy
 
 
-def test_primary_address_second_excludes_the_user(bed: Any, tmp_path: Path) -> None:
+def test_primary_address_second_excludes_the_user(bed: TenantSlice, tmp_path: Path) -> None:
     t = new_user(bed, "tester")
     created = "created-as@example.test"
     m0022 = new_user(bed, "m0022", addresses=["top@example.test", created])
@@ -101,7 +101,7 @@ def test_primary_address_second_excludes_the_user(bed: Any, tmp_path: Path) -> N
     assert t.addresses[0] in {u.key for u in report.eligible_users}
 
 
-def test_folder_names_with_separator_or_backslash(bed: Any, tmp_path: Path) -> None:
+def test_folder_names_with_separator_or_backslash(bed: TenantSlice, tmp_path: Path) -> None:
     t = new_user(bed, "tester")
     # Outlook's "Q1/Q2 report": the stand-ins show a "/" inside a name as "\\" (seed.py).
     slash = new_user(bed, "slashy", folders=[FolderSpec("Q1\\Q2 report")])
@@ -118,13 +118,13 @@ def test_folder_names_with_separator_or_backslash(bed: Any, tmp_path: Path) -> N
     assert "PF-USR-005" not in codes(report.findings, t.addresses[0])
 
 
-def test_destination_with_wrong_password(bed: Any, tmp_path: Path) -> None:
+def test_destination_with_wrong_password(bed: TenantSlice, tmp_path: Path) -> None:
     t = new_user(bed, "tester")
     cfg = config(
         bed,
         tmp_path,
         source={"test_user": t.addresses[0]},
-        destination=dest_for(bed, t.password, wrong=True),
+        destination=dest_for(bed, wrong=True),
     )
     report = preflight(cfg, check_folders=False)
     found = [f for f in report.findings if f.code == "PF-DST-002"]
@@ -133,7 +133,7 @@ def test_destination_with_wrong_password(bed: Any, tmp_path: Path) -> None:
     assert "wrong-" not in found[0].message  # no secret in the finding
 
 
-def test_unknown_ssh_host_key_is_a_blocking_finding(bed: Any, tmp_path: Path) -> None:
+def test_unknown_ssh_host_key_is_a_blocking_finding(bed: TenantSlice, tmp_path: Path) -> None:
     empty = tmp_path / "known_hosts"
     empty.write_text("")
     cfg = config(bed, tmp_path, ssh={"host_key_fingerprint": None, "known_hosts": str(empty)})
@@ -143,7 +143,7 @@ def test_unknown_ssh_host_key_is_a_blocking_finding(bed: Any, tmp_path: Path) ->
     assert bed.host_key_fingerprint.rstrip("=") in f.message
 
 
-def test_staging_too_small_and_connected_users(bed: Any, tmp_path: Path) -> None:
+def test_staging_too_small_and_connected_users(bed: TenantSlice, tmp_path: Path) -> None:
     t = new_user(bed, "tester")
     huge = new_user(bed, "huge", mailbox_kib=2**40, sessions=["IMAP client"])
     cfg = config(
