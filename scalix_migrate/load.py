@@ -30,17 +30,28 @@ Over quota or a refused login raise :class:`UserError`; throttling that outlasts
 bounded retries raises :class:`TransientError` (the rows of the batch in flight stay
 ``appending`` and are reconciled by the rerun).
 
+**Several connections.** An IMAP destination with ``destination.connections_per_user`` > 1
+gets step 3 over that many connections (this one plus ``connections - 1`` worker threads, each
+with its own ``open_destination``), batch by batch in ledger order, slices of one folder
+included; steps 1, 2 and 4 stay on the first connection. A connection the destination refuses
+is done without; a connection that breaks mid-APPEND hands its batch back, to be reconciled and
+appended serially once the workers are done (see :class:`_Run`). Maildir and mbox use one.
+
 A per-user byte budget (``destination.daily_byte_budget``, IMAP only) counts the bytes loaded
 in the last 24 hours; when the next message would exceed it the user stops cleanly with
-``LoadResult.stopped_code == "SXM-DST-006"`` and resumes in a later run.
+``LoadResult.stopped_code == "SXM-DST-006"`` and resumes in a later run. With several
+connections the budget is one, reserved batch by batch in ledger order: the same messages
+are loaded as with one connection, and every worker stops after its batch in flight.
 """
 
 from __future__ import annotations
 
+import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 import sqlalchemy as sa
 
@@ -52,7 +63,7 @@ from scalix_migrate.destinations.base import (
     message_id_of,
     open_destination,
 )
-from scalix_migrate.errors import ItemError, TransientError
+from scalix_migrate.errors import ItemError, MigrationError, TransientError
 from scalix_migrate.flags import is_deleted, map_flags
 from scalix_migrate.folders import FolderPlan, SourceFolderInfo, plan_folders
 from scalix_migrate.records import LedgerEntry, LoadState, ScalixUser, SpecialFolder
@@ -85,6 +96,7 @@ class LoadResult:
     item_errors: tuple[ItemFailure, ...] = ()
     stopped_code: str | None = None  # "SXM-DST-006" when the daily byte budget stopped the user
     flags_updated: int = 0  # loaded messages whose destination flags were (re)set
+    connections: int = 1  # destination connections the appends used
 
 
 @dataclass
@@ -173,8 +185,9 @@ def load_user(
         plans = plan_folders(cfg, source_folders(journal, tenant, key, pending), dest.layout)
         created = _create_folders(journal, dest, tenant, key, plans)
         run = _Run(cfg, journal, dest, key, {p.source: p.destination for p in plans})
+        # Reconciliation before any APPEND, on this one connection: every claim is known.
         to_append = [e for e in pending if not run.reconciled(e)]
-        stopped = run.append_all(to_append)
+        stopped = run.append_all(to_append, _connections(cfg), partial(destination, cfg, user))
         synced = sync_flags(cfg, journal, dest, key)
     c = run.counts
     return LoadResult(
@@ -185,10 +198,18 @@ def load_user(
         bytes=c.bytes,
         folders_created=created,
         folder_notes=tuple(f"{p.source}: {n}" for p in plans for n in p.notes),
-        item_errors=(*run.failures, *synced.failures),
+        item_errors=(*run.item_failures(), *synced.failures),
         stopped_code=stopped,
         flags_updated=synced.updated,
+        connections=run.connections_used,
     )
+
+
+def _connections(cfg: TenantConfig) -> int:
+    """Destination connections for one user: IMAP may use several; local sinks one."""
+    if cfg.destination.type == "imap":
+        return cfg.destination.connections_per_user
+    return 1
 
 
 def _create_folders(
@@ -224,8 +245,28 @@ def _batches(entries: Sequence[LedgerEntry]) -> Iterator[list[LedgerEntry]]:
         yield batch
 
 
+@dataclass(frozen=True)
+class _Work:
+    """One batch as planned (in ledger order): what to skip, fail and append."""
+
+    index: int
+    folder: str | None  # destination folder; None: excluded
+    skip: list[LedgerEntry]
+    too_big: list[tuple[LedgerEntry, str]]
+    ready: list[LedgerEntry]
+
+
 class _Run:
-    """The state of one load: counts, failures, and the destination ids already claimed."""
+    """The state of one load: counts, failures, and the destination ids already claimed.
+
+    With several connections (:meth:`append_all`), worker threads take batches in ledger order
+    from :meth:`_take` (under ``lock``: the skip/size/budget decisions, and so the outcome, are
+    those of a serial run) and append them each on its own connection. A worker whose
+    connection breaks mid-APPEND does not reconcile at once (another worker may be storing a
+    message with the same Message-ID in that folder, not yet claimed): it hands the batch back
+    (its rows stay ``appending``) and stops; after every worker has finished, the main thread
+    reconciles those rows on its own connection, then appends what is left serially.
+    """
 
     def __init__(
         self,
@@ -238,14 +279,32 @@ class _Run:
         self.cfg, self.journal, self.dest, self.key, self.target = cfg, journal, dest, key, target
         self.store = StagingStore(cfg.options.staging_dir, cfg.tenant, key)
         self.counts = _Counts()
-        self.failures: list[ItemFailure] = []
+        self.failures: dict[int, list[ItemFailure]] = defaultdict(list)  # by batch index
         self.claimed: dict[str, set[str]] = defaultdict(set)
         for e in journal.entries(cfg.tenant, key, states=[LoadState.loaded]):
             if e.dest_folder and e.dest_uid:
                 self.claimed[e.dest_folder].add(e.dest_uid)
+        self.lock = threading.Lock()
+        self.stop = threading.Event()  # budget reached, or a worker failed the user
+        self.stopped: str | None = None
+        self.error: BaseException | None = None
+        self.handed_back: list[_Work] = []
+        self.connections_used = 1
+        self._plan: Iterator[list[LedgerEntry]] = iter(())
+        self._n_batches = 0
+        self._index = 0
+        self._budget: int | None = None
+        self._used = 0
+        self._max_size: int | None = None
 
-    def reconciled(self, e: LedgerEntry) -> bool:
-        """For an ``appending`` row: True (and marked loaded) when the destination has it."""
+    def item_failures(self) -> list[ItemFailure]:
+        """Item errors in ledger order (batch by batch), whatever thread met them."""
+        return [f for i in sorted(self.failures) for f in self.failures[i]]
+
+    def reconciled(self, e: LedgerEntry, *, index: int = -1) -> bool:
+        """For an ``appending`` row: True (and marked loaded) when the destination has it.
+
+        Only ever called with no worker thread appending (see the class docstring)."""
         folder = self.target.get(e.folder)
         if e.load_state is not LoadState.appending or folder is None:
             return False
@@ -266,58 +325,157 @@ class _Run:
         self.counts.already_present += 1
         return True
 
-    def append_all(self, entries: Sequence[LedgerEntry]) -> str | None:
-        """Append in batches; return SXM-DST-006 when the byte budget stopped the user."""
+    def append_all(
+        self,
+        entries: Sequence[LedgerEntry],
+        connections: int,
+        open_more: Callable[[], Destination],
+    ) -> str | None:
+        """Append in batches over up to ``connections`` destination connections (this one
+        and ``open_more()`` ones); return SXM-DST-006 when the byte budget stopped the user."""
         cfg = self.cfg
-        budget = getattr(cfg.destination, "daily_byte_budget", None)
-        used = 0
-        if budget is not None:
+        self._budget = getattr(cfg.destination, "daily_byte_budget", None)
+        if self._budget is not None:
             since = datetime.now(UTC) - BUDGET_WINDOW
-            used = loaded_bytes_since(self.journal, cfg.tenant, self.key, since)
+            self._used = loaded_bytes_since(self.journal, cfg.tenant, self.key, since)
         limits = [
             x
             for x in (cfg.options.messages.max_size_bytes, self.dest.layout.max_message_size)
             if x is not None
         ]
-        max_size = min(limits) if limits else None
-        for batch in _batches(entries):
+        self._max_size = min(limits) if limits else None
+        batches = list(_batches(entries))
+        self._plan, self._n_batches = iter(batches), len(batches)
+        workers = min(connections, len(batches))
+        if workers > 1:
+            self._run_parallel(workers, open_more)
+            # Batches handed back by broken connections: reconcile now that nothing is in
+            # flight, then append the rest on this connection (with its own retries).
+            for work in sorted(self.handed_back, key=lambda w: w.index):
+                assert work.folder is not None
+                rows = [
+                    e
+                    for e in work.ready
+                    if not self.reconciled(replace(e, load_state=LoadState.appending))
+                ]
+                self.append_batch(self.dest, work.folder, rows, index=work.index, parallel=False)
+        self._work(self.dest, parallel=False)  # what no worker took (all of it when serial)
+        return self.stopped
+
+    def _run_parallel(self, workers: int, open_more: Callable[[], Destination]) -> None:
+        threads = [
+            threading.Thread(
+                target=self._extra_worker, args=(open_more,), name=f"load-{self.key}-{n}"
+            )
+            for n in range(1, workers)
+        ]
+        for t in threads:
+            t.start()
+        try:
+            self._guarded(self.dest)
+        finally:
+            for t in threads:
+                # Each worker stops after its batch in flight (bounded by the sink's timeouts).
+                t.join()
+        if self.error is not None:
+            raise self.error
+
+    def _extra_worker(self, open_more: Callable[[], Destination]) -> None:
+        try:
+            dest = open_more()
+            ctx = dest.__enter__()
+        except MigrationError:
+            # The destination allows fewer connections than configured: the others carry on.
+            return
+        try:
+            with self.lock:
+                self.connections_used += 1
+            self._guarded(ctx)
+        finally:
+            dest.__exit__(None, None, None)
+
+    def _guarded(self, dest: Destination) -> None:
+        try:
+            self._work(dest, parallel=True)
+        except BaseException as exc:  # re-raised by the main thread after the join
+            with self.lock:
+                if self.error is None:
+                    self.error = exc
+            self.stop.set()
+
+    def _take(self) -> _Work | None:
+        """The next batch, planned in ledger order; None when done or stopped."""
+        cfg = self.cfg
+        with self.lock:
+            if self.stop.is_set():
+                return None
+            batch = next(self._plan, None)
+            if batch is None:
+                return None
+            index, self._index = self._index, self._index + 1
             folder = self.target.get(batch[0].folder)
-            ready: list[LedgerEntry] = []
+            skip, too_big, ready = [], [], []
             for e in batch:
-                assert e.id is not None
                 if folder is None or (cfg.options.messages.skip_deleted and is_deleted(e.flags)):
-                    self.journal.set_load_state([e.id], LoadState.skipped)
-                    self.counts.skipped += 1
-                elif max_size is not None and e.size > max_size:
-                    self.fail(
-                        e,
-                        "SXM-DST-004",
-                        f"message of {e.size} bytes is over the limit of {max_size}",
-                    )
+                    skip.append(e)
+                elif self._max_size is not None and e.size > self._max_size:
+                    detail = f"message of {e.size} bytes is over the limit of {self._max_size}"
+                    too_big.append((e, detail))
                 else:
                     ready.append(e)
-            if not ready or folder is None:
-                continue
-            if budget is not None:
-                fits: list[LedgerEntry] = []
-                for e in ready:
-                    if used + e.size > budget:
-                        break
-                    fits.append(e)
-                    used += e.size
-                if len(fits) < len(ready):
-                    self.append_batch(folder, fits)
-                    return "SXM-DST-006"
-            self.append_batch(folder, ready)
-        return None
+            if self._budget is not None and folder is not None:
+                fits = 0
+                while fits < len(ready) and self._used + ready[fits].size <= self._budget:
+                    self._used += ready[fits].size
+                    fits += 1
+                if fits < len(ready):
+                    ready = ready[:fits]
+                    self.stopped = "SXM-DST-006"
+                    self.stop.set()
+            return _Work(index, folder, skip, too_big, ready)
 
-    def append_batch(self, folder: str, batch: Sequence[LedgerEntry]) -> None:
+    def _work(self, dest: Destination, *, parallel: bool) -> None:
+        for _ in range(self._n_batches + 1):  # _take hands out each batch once
+            work = self._take()
+            if work is None:
+                return
+            if work.skip:
+                self.journal.set_load_state([_id(e) for e in work.skip], LoadState.skipped)
+                with self.lock:
+                    self.counts.skipped += len(work.skip)
+            for e, detail in work.too_big:
+                self.fail(e, "SXM-DST-004", detail, index=work.index)
+            if not work.ready or work.folder is None:
+                continue
+            try:
+                self.append_batch(
+                    dest, work.folder, work.ready, index=work.index, parallel=parallel
+                )
+            except TransientError:
+                if not parallel:
+                    raise
+                with self.lock:
+                    self.handed_back.append(work)
+                return  # this connection is unwell: the others (and the main thread) go on
+
+    def append_batch(
+        self,
+        dest: Destination,
+        folder: str,
+        batch: Sequence[LedgerEntry],
+        *,
+        index: int,
+        parallel: bool,
+    ) -> None:
+        """Append one batch: rows ``appending`` (committed) first, ``loaded`` after.
+
+        Serially, a broken connection is retried after reconciling the batch; in parallel the
+        TransientError goes to the caller, which hands the batch back (see the class doc)."""
         table = self.cfg.options.flags.map
-        allowed = self.dest.layout.keywords_allowed
+        allowed = dest.layout.keywords_allowed
         rows = list(batch)
-        ids = [e.id for e in rows if e.id is not None]
         # Committed before the APPEND: a crash from here on leaves rows to reconcile, not redo.
-        self.journal.set_load_state(ids, LoadState.appending, dest_folder=folder)
+        self.journal.set_load_state([_id(e) for e in rows], LoadState.appending, dest_folder=folder)
         for attempt in range(1, BATCH_ATTEMPTS + 1):
             if not rows:
                 return
@@ -330,10 +488,10 @@ class _Run:
                 for e in rows
             ]
             try:
-                results = self.dest.append_many(folder, items)
+                results = dest.append_many(folder, items)
                 break
             except TransientError:
-                if attempt == BATCH_ATTEMPTS:
+                if parallel or attempt == BATCH_ATTEMPTS:
                     raise
                 # The connection broke mid-APPEND: part of the batch may be stored. Look for
                 # each message before sending the rest again.
@@ -343,23 +501,32 @@ class _Run:
                     if not self.reconciled(replace(e, load_state=LoadState.appending))
                 ]
         loaded: list[tuple[int, str | None, frozenset[str] | None]] = []
+        appended = appended_bytes = 0
         for e, item, result in zip(rows, items, results, strict=True):
-            assert e.id is not None
             if isinstance(result, ItemError):
-                self.fail(e, result.code, result.message)
+                self.fail(e, result.code, result.message, index=index)
             else:
-                loaded.append((e.id, result, item.flags))
-                if result is not None:
-                    self.claimed[folder].add(result)
-                self.counts.appended += 1
-                self.counts.bytes += len(item.body)
+                loaded.append((_id(e), result, item.flags))
+                appended += 1
+                appended_bytes += len(item.body)
         mark_loaded(self.journal, folder, loaded)
+        with self.lock:
+            self.claimed[folder].update(u for _, u, _ in loaded if u is not None)
+            self.counts.appended += appended
+            self.counts.bytes += appended_bytes
 
-    def fail(self, e: LedgerEntry, code: str, detail: str) -> None:
-        assert e.id is not None
-        self.journal.set_load_state([e.id], LoadState.failed, error_code=code, error_detail=detail)
-        self.counts.failed += 1
-        self.failures.append(ItemFailure(e.folder, e.uid, code, detail))
+    def fail(self, e: LedgerEntry, code: str, detail: str, *, index: int) -> None:
+        self.journal.set_load_state(
+            [_id(e)], LoadState.failed, error_code=code, error_detail=detail
+        )
+        with self.lock:
+            self.counts.failed += 1
+            self.failures[index].append(ItemFailure(e.folder, e.uid, code, detail))
+
+
+def _id(e: LedgerEntry) -> int:
+    assert e.id is not None  # rows read from the journal
+    return e.id
 
 
 # --- flag sync -----------------------------------------------------------------------------

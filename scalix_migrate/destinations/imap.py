@@ -496,7 +496,9 @@ class ImapDestination:
             if message_id is not None and message_id.isascii():
                 uids = c.search(["HEADER", "Message-ID", message_id])
             else:
-                uids = c.search(["LARGER", str(size - 1), "SMALLER", str(size + 1)])
+                # LARGER takes no negative number: a zero-byte message is just SMALLER 1.
+                larger = ["LARGER", str(size - 1)] if size > 0 else []
+                uids = c.search([*larger, "SMALLER", str(size + 1)])
             if not uids:
                 return None
             fetched = c.fetch(uids, ["RFC822.SIZE", _FP_HEADERS.replace("BODY", "BODY.PEEK")])
