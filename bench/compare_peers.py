@@ -1,0 +1,505 @@
+"""scalix-migrate's core against imapsync and mbsync: one corpus, one source, one run.
+
+Starts the real test bed (``tests/testbed/bed.py``: Dovecot playing Scalix with the
+``mboxadmin:<admin>:<user>`` login, a Dovecot destination, sshd), seeds ``--users`` users with
+about ``--messages`` messages each (``bench/peer_corpus.py``: attachments, 8-bit headers, no
+Message-ID, shared Message-IDs, duplicates, keywords, nested non-ASCII folders, dates in several
+zones), then copies the same mailboxes from the same source into fresh destination logins with:
+
+* ``scalix-migrate``: ``extract_user`` -> ``load_user`` -> ``verify_user`` per user, users in a
+  thread pool (``--parallel`` at once, and one at a time), in a child process;
+* ``imapsync`` (``--host1 … --user1 mboxadmin:<admin>:<user> … --nossl1 --nossl2``);
+* ``mbsync`` (isync; a generated config: IMAPAccount/IMAPStore/Channel, ``CopyArrivalDate yes``,
+  ``Sync Pull``, ``Create Near``);
+
+peers as one process per user, ``--parallel`` at once and one at a time. For each run: wall
+time, messages/s, MB/s (of the source's bytes), peak RSS (``wait4`` rusage of each child
+process, the largest), a rerun's time and what it added, and fidelity measured the same way for
+all (``peer_corpus.compare_folder``), after the first run and after the rerun. A peer that is
+not installed is reported as such, never estimated. Prints one table and writes
+``bench/results/compare_peers-<stamp>.json`` / ``.md`` and ``bench/results/latest.md``::
+
+    .venv/bin/python bench/compare_peers.py [--users 5] [--messages 1000] [--parallel 3]
+        [--tools scalix-migrate,imapsync,mbsync] [--no-serial] [--seed 1]
+
+Quick run: ``--users 2 --messages 100 --no-serial``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+for extra in (REPO, REPO / "bench"):
+    if str(extra) not in sys.path:
+        sys.path.insert(0, str(extra))  # tests.testbed and peer_corpus come from the checkout
+
+from peer_corpus import FOLDERS, KINDS, Held, compare_folder, held, make_corpus  # noqa: E402
+
+from scalix_migrate.records import ScalixUser  # noqa: E402
+
+# Folders the destination Dovecot creates for every login (not on the source).
+DEST_OWN_FOLDERS = ("Archive", "Junk", "Sent", "Trash")
+RUN_TIMEOUT_S = 1800.0  # one tool run (all users); a hung peer is killed, and says so
+Snapshot = dict[str, dict[str, list[Held]]]  # user address -> folder -> messages
+
+
+@dataclass
+class Result:
+    tool: str
+    at_once: int
+    available: bool = True
+    note: str = ""
+    wall_s: float = 0.0
+    rerun_s: float = 0.0
+    peak_rss_mb: float = 0.0
+    exit_codes: list[int] = field(default_factory=list)
+    fidelity: dict[str, int] = field(default_factory=dict)
+    fidelity_rerun: dict[str, int] = field(default_factory=dict)
+    rerun_added: int = 0
+    msg_s: float = 0.0
+    mb_s: float = 0.0
+
+
+# --- child processes -------------------------------------------------------------------------
+
+
+def spawn(argv: list[str], log: Path, *, timeout_s: float = RUN_TIMEOUT_S) -> tuple[int, float]:
+    """Run ``argv`` (output to ``log``); return (exit code, peak RSS in MB of that child).
+
+    ``os.wait4`` gives the rusage of this one child (and of what it waited for), so runs in
+    parallel threads do not mix their figures as RUSAGE_CHILDREN would."""
+    with log.open("ab") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            break
+        if time.monotonic() > deadline:
+            os.killpg(proc.pid, signal.SIGKILL)
+            pid, status, usage = os.wait4(proc.pid, 0)
+            with log.open("a") as out:
+                out.write(f"\n[compare_peers] killed after {timeout_s:.0f} s\n")
+            break
+        time.sleep(0.02)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, usage.ru_maxrss / 1024
+
+
+def spawn_all(jobs: list[tuple[list[str], Path]], at_once: int) -> tuple[float, list[int], float]:
+    """Run the jobs ``at_once`` at a time; (wall s, exit codes, largest peak RSS in MB)."""
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=at_once) as pool:
+        done = list(pool.map(lambda job: spawn(*job), jobs))
+    return time.perf_counter() - t0, [c for c, _ in done], max(r for _, r in done)
+
+
+# --- reading both sides ----------------------------------------------------------------------
+
+
+def snapshot(port: int, logins: dict[str, str], password: str) -> Snapshot:
+    """Every selectable folder of every login, reduced to :class:`Held` (read-only)."""
+    from tests.testbed.imap import fetch_all, login
+
+    out: Snapshot = {}
+    for key, name in logins.items():
+        with login(port, name, password) as client:
+            folders = [
+                f for flags, _, f in client.list_folders() if b"\\Noselect" not in set(flags)
+            ]
+            out[key] = {
+                str(f): [held(m.body, m.flags, m.internaldate) for m in fetch_all(client, f)]
+                for f in folders
+            }
+    return out
+
+
+def fidelity(src: Snapshot, dst: Snapshot, target: Callable[[str, str], str]) -> dict[str, int]:
+    """Sum of :func:`compare_folder` over users and folders; ``target(user, folder)`` names
+    the destination folder a tool should have put a source folder into."""
+    total: Counter[str] = Counter({k: 0 for k in KINDS})
+    exact = 0
+    for user, folders in src.items():
+        got = dst.get(user, {})
+        wanted = {target(user, f): f for f in folders}
+        for dest_folder, msgs in got.items():
+            if dest_folder not in wanted:
+                total["extra"] += len(msgs)
+        for dest_folder, folder in wanted.items():
+            have = got.get(dest_folder, [])
+            total.update(compare_folder(folders[folder], have))
+            exact += sum((Counter(folders[folder]) & Counter(have)).values())
+    return {
+        "exact": exact,
+        **total,
+        "dest_total": sum(len(m) for u in dst.values() for m in u.values()),
+    }
+
+
+# --- the tools -------------------------------------------------------------------------------
+
+
+@dataclass
+class Bench:
+    bed: Any
+    work: Path
+    users: list[ScalixUser]
+    source: Snapshot
+    src_secret: Path
+    dst_secret: Path
+
+    def src_login(self, user: ScalixUser) -> str:
+        return f"mboxadmin:{self.bed.admin_user}:{user.addresses[0]}"
+
+    def dst_login(self, user: ScalixUser, label: str) -> str:
+        return f"{user.addresses[0].split('@')[0]}-{label}@dest.test"
+
+    def measure(
+        self,
+        result: Result,
+        label: str,
+        run: Callable[[], tuple[float, list[int], float]],
+        target: Callable[[str, str], str],
+    ) -> None:
+        logins = {u.addresses[0]: self.dst_login(u, label) for u in self.users}
+        result.wall_s, result.exit_codes, result.peak_rss_mb = run()
+        dst = snapshot(self.bed.dest_imap_port, logins, self.bed.dest_password)
+        result.fidelity = fidelity(self.source, dst, target)
+        result.rerun_s, codes, rss = run()
+        result.exit_codes += codes
+        result.peak_rss_mb = max(result.peak_rss_mb, rss)
+        dst = snapshot(self.bed.dest_imap_port, logins, self.bed.dest_password)
+        result.fidelity_rerun = fidelity(self.source, dst, target)
+        result.rerun_added = result.fidelity_rerun["dest_total"] - result.fidelity["dest_total"]
+
+    def scalix_migrate(self, at_once: int) -> Result:
+        label = f"sxm{at_once}"
+        run_dir = self.work / label
+        run_dir.mkdir()
+        _, cfg = self.bed.make_config(
+            run_dir,
+            destination={
+                "type": "imap",
+                "preset": "dovecot",
+                "login_template": "{local_part}-" + label + "@dest.test",
+            },
+            options={"concurrency": {"users": at_once}},
+        )
+        users_file = run_dir / "users.json"
+        users_file.write_text(json.dumps([_user_data(u) for u in self.users]))
+        argv = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "sxm-worker",
+            str(run_dir / "tenant.yaml"),
+            str(users_file),
+            str(at_once),
+        ]
+        log = run_dir / "worker.log"
+        result = Result("scalix-migrate", at_once)
+        self.measure(result, label, lambda: spawn_all([(argv, log)], 1), self._journal_target(cfg))
+        return result
+
+    def _journal_target(self, cfg: Any) -> Callable[[str, str], str]:
+        from scalix_migrate.state import Journal
+
+        def target(address: str, folder: str) -> str:
+            user = next(u for u in self.users if u.addresses[0] == address)
+            with Journal.open(url=cfg.options.state.url, directory=cfg.options.state.dir) as j:
+                rows = {r["folder"]: r["dest_folder"] for r in j.folder_rows(cfg.tenant, user.key)}
+            return str(rows.get(folder) or folder)
+
+        return target
+
+    def imapsync(self, at_once: int) -> Result:
+        label = f"imapsync{at_once}"
+        run_dir = self.work / label
+        run_dir.mkdir()
+        jobs = []
+        for u in self.users:
+            argv = [
+                "imapsync", "--host1", "127.0.0.1", "--port1", str(self.bed.imap_port),
+                "--user1", self.src_login(u), "--passfile1", str(self.src_secret),
+                "--nossl1", "--notls1",
+                "--host2", "127.0.0.1", "--port2", str(self.bed.dest_imap_port),
+                "--user2", self.dst_login(u, label), "--passfile2", str(self.dst_secret),
+                "--nossl2", "--notls2",
+                "--nolog", "--noreleasecheck", "--tmpdir", str(run_dir),
+            ]  # fmt: skip
+            jobs.append((argv, run_dir / f"{u.addresses[0]}.log"))
+        result = Result("imapsync", at_once)
+        self.measure(result, label, lambda: spawn_all(jobs, at_once), lambda _u, f: f)
+        return result
+
+    def mbsync(self, at_once: int) -> Result:
+        label = f"mbsync{at_once}"
+        run_dir = self.work / label
+        run_dir.mkdir()
+        jobs = []
+        for i, u in enumerate(self.users):
+            state = run_dir / f"state{i}"
+            state.mkdir()
+            conf = run_dir / f"mbsyncrc{i}"
+            conf.write_text(
+                _mbsync_account("src", self.bed.imap_port, self.src_login(u), self.src_secret)
+                + _mbsync_account(
+                    "dst", self.bed.dest_imap_port, self.dst_login(u, label), self.dst_secret
+                )
+                + "Channel copy\nFar :src:\nNear :dst:\nCreate Near\nSync Pull\n"
+                # The destination's own auto-created folders are not the source's to copy.
+                f"Patterns * {' '.join('!' + f for f in DEST_OWN_FOLDERS)}\n"
+                f"Expunge None\nRemove None\nCopyArrivalDate yes\nSyncState {state}/\n"
+            )
+            conf.chmod(0o600)
+            jobs.append((["mbsync", "-c", str(conf), "-a"], run_dir / f"mbsync{i}.log"))
+        result = Result("mbsync", at_once)
+        self.measure(result, label, lambda: spawn_all(jobs, at_once), lambda _u, f: f)
+        return result
+
+
+def _mbsync_account(name: str, port: int, user: str, secret: Path) -> str:
+    quoted = user.replace("\\", "\\\\").replace('"', '\\"')
+    return (
+        f'IMAPAccount {name}\nHost 127.0.0.1\nPort {port}\nUser "{quoted}"\n'
+        f'PassCmd "cat {shlex.quote(str(secret))}"\nSSLType None\nAuthMechs LOGIN\nTimeout 60\n'
+        f"PipelineDepth 50\n\nIMAPStore {name}\nAccount {name}\n\n"
+    )
+
+
+def _user_data(u: ScalixUser) -> dict[str, Any]:
+    return {
+        "display_name": u.display_name,
+        "mailnode": u.mailnode,
+        "auth_id": u.auth_id,
+        "addresses": list(u.addresses),
+        "has_message_store": True,
+    }
+
+
+def sxm_worker(config: str, users_file: str, at_once: str) -> None:
+    """The child process: extract -> load -> verify each user, ``at_once`` users at a time."""
+    from scalix_migrate.config import load_config
+    from scalix_migrate.extract import extract_user
+    from scalix_migrate.load import load_user
+    from scalix_migrate.steps import journal_for
+    from scalix_migrate.verify import verify_user
+
+    cfg = load_config(Path(config))
+    users = [
+        ScalixUser(**{**d, "addresses": tuple(d["addresses"])})
+        for d in json.loads(Path(users_file).read_text())
+    ]
+
+    def one(user: ScalixUser) -> dict[str, Any]:
+        with journal_for(cfg) as journal:
+            ex = extract_user(cfg, journal, user)
+            ld = load_user(cfg, journal, user)
+            vr = verify_user(cfg, journal, user)
+        return {
+            "user": user.key,
+            "staged": ex.staged,
+            "appended": ld.appended,
+            "already_present": ld.already_present,
+            "failed": ld.failed,
+            "verify_differences": len(vr.differences),
+        }
+
+    with ThreadPoolExecutor(max_workers=int(at_once)) as pool:
+        print(json.dumps(list(pool.map(one, users))))
+
+
+# --- setup and reporting ---------------------------------------------------------------------
+
+
+def seed(bed: Any, n_users: int, n_messages: int, seed_value: int) -> list[ScalixUser]:
+    from scalix_migrate.sandbox.directory import DirectoryUser
+
+    tag = uuid.uuid4().hex[:6]
+    mailnode = bed.directory().mailnodes[0]
+    users = []
+    for i in range(n_users):
+        address = f"pb{i}-{tag}@example.test"
+        du = DirectoryUser(
+            display_name=f"Peer Bench {i} {tag}",
+            mailnode=mailnode,
+            auth_id=f"pb{i}-{tag}",
+            addresses=[address],
+            password=uuid.uuid4().hex,
+            folders=[spec for spec, _ in FOLDERS if spec.name != "INBOX"],
+        )
+        bed.add_user(du)
+        bed.seed_messages(address, make_corpus(seed_value * 1000 + i, f"pb{i}", n_messages))
+        users.append(
+            ScalixUser(du.display_name, mailnode, du.auth_id, (address,), has_message_store=True)
+        )
+    return users
+
+
+def table(results: list[Result], n_msgs: int, mbytes: float) -> str:
+    head = (
+        "| tool | users at once | full run s | msg/s | MB/s | peak RSS MB | rerun s "
+        "| rerun added | exact | missing | extra | changed | flags | dates | exit |"
+    )
+    lines = [head, "|" + "---|" * 15]
+    for r in results:
+        if not r.available:
+            lines.append(f"| {r.tool} | {r.at_once} | not run: {r.note} |" + " |" * 12)
+            continue
+        f = r.fidelity
+        codes = sorted(set(r.exit_codes))
+        lines.append(
+            f"| {r.tool} | {r.at_once} | {r.wall_s:.1f} | {n_msgs / r.wall_s:.0f} "
+            f"| {mbytes / r.wall_s:.1f} | {r.peak_rss_mb:.0f} | {r.rerun_s:.2f} "
+            f"| {r.rerun_added} | {f['exact']} | {f['missing']} | {f['extra']} | {f['changed']} "
+            f"| {f['flags']} | {f['dates']} | {','.join(map(str, codes))} |"
+        )
+    return "\n".join(lines)
+
+
+def _version(argv: list[str]) -> str:
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"unknown ({type(exc).__name__})"
+    return (out.stdout or out.stderr).strip().splitlines()[0] if (out.stdout or out.stderr) else ""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--users", type=int, default=5)
+    parser.add_argument("--messages", type=int, default=1000, help="per user, about")
+    parser.add_argument("--parallel", type=int, default=3)
+    parser.add_argument("--tools", default="scalix-migrate,imapsync,mbsync")
+    parser.add_argument("--no-serial", action="store_true", help="skip the 1-at-a-time runs")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
+    parser.add_argument("--keep", action="store_true", help="keep the tools' logs and configs")
+    args = parser.parse_args()
+    if not (1 <= args.users <= 50 and 1 <= args.messages <= 20000 and 1 <= args.parallel <= 8):
+        parser.error("--users 1..50, --messages 1..20000, --parallel 1..8")
+
+    from tests.testbed.bed import running_testbed
+
+    started = time.perf_counter()
+    load_start = os.getloadavg()
+    modes = [args.parallel] + ([] if args.no_serial or args.parallel == 1 else [1])
+    results: list[Result] = []
+    with running_testbed() as bed:
+        work = Path(tempfile.mkdtemp(prefix="sxm-peers-"))
+        try:
+            t0 = time.perf_counter()
+            users = seed(bed, args.users, args.messages, args.seed)
+            seed_s = time.perf_counter() - t0
+            source = snapshot(
+                bed.imap_port,
+                {u.addresses[0]: f"mboxadmin:{bed.admin_user}:{u.addresses[0]}" for u in users},
+                bed.admin_password,
+            )
+            n_msgs = sum(len(m) for f in source.values() for m in f.values())
+            mbytes = sum(h.size for f in source.values() for m in f.values() for h in m) / 1e6
+            print(
+                f"corpus: {len(users)} users, {n_msgs} messages, {mbytes:.1f} MB, "
+                f"seeded in {seed_s:.1f} s (test bed up in {bed.startup_s:.1f} s)",
+                flush=True,
+            )
+            secrets = work / "secrets"
+            secrets.mkdir(mode=0o700)
+            src_secret, dst_secret = secrets / "src", secrets / "dst"
+            src_secret.write_text(bed.admin_password + "\n")
+            dst_secret.write_text(bed.dest_password + "\n")
+            bench = Bench(bed, work, users, source, src_secret, dst_secret)
+            runners = {
+                "scalix-migrate": bench.scalix_migrate,
+                "imapsync": bench.imapsync,
+                "mbsync": bench.mbsync,
+            }
+            for tool in [t.strip() for t in args.tools.split(",") if t.strip()]:
+                binary = {"imapsync": "imapsync", "mbsync": "mbsync"}.get(tool)
+                for at_once in modes:
+                    if binary and shutil.which(binary) is None:
+                        results.append(
+                            Result(
+                                tool,
+                                at_once,
+                                available=False,
+                                note=f"`{binary}` is not installed (see README)",
+                            )
+                        )
+                        continue
+                    result = runners[tool](at_once)
+                    result.msg_s, result.mb_s = n_msgs / result.wall_s, mbytes / result.wall_s
+                    results.append(result)
+                    print(
+                        f"{tool} x{at_once}: {result.wall_s:.1f} s, rerun {result.rerun_s:.2f} s,"
+                        f" fidelity {result.fidelity}",
+                        flush=True,
+                    )
+        finally:
+            if args.keep:
+                print(f"kept {work}")
+            else:
+                shutil.rmtree(work, ignore_errors=True)
+    total_s = time.perf_counter() - started
+    text = table(results, n_msgs, mbytes)
+    print(text)
+    meta = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.node()} {os.cpu_count()} cpus, {platform.platform()}",
+        "load_avg_start": load_start,
+        "load_avg_end": os.getloadavg(),
+        "users": len(users),
+        "messages": n_msgs,
+        "megabytes": round(mbytes, 1),
+        "seed": args.seed,
+        "total_s": round(total_s, 1),
+        "seed_s": round(seed_s, 1),
+        "versions": {
+            "mbsync": _version(["mbsync", "--version"]),
+            "imapsync": _version(["imapsync", "--version"])
+            if shutil.which("imapsync")
+            else "not installed",
+            "dovecot": _version(["dovecot", "--version"]),
+            "python": platform.python_version(),
+        },
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    (args.out / f"compare_peers-{stamp}.json").write_text(
+        json.dumps({"meta": meta, "results": [asdict(r) for r in results]}, indent=2)
+    )
+    md = (
+        f"# compare_peers.py, {meta['date']}\n\n"
+        f"{meta['users']} users, {n_msgs} messages, {meta['megabytes']} MB; machine "
+        f"{meta['machine']}; load average {load_start[0]:.2f} at start, "
+        f"{meta['load_avg_end'][0]:.2f} at end (other work shares the machine); whole run "
+        f"{meta['total_s']} s; versions {meta['versions']}.\n\n{text}\n"
+    )
+    (args.out / f"compare_peers-{stamp}.md").write_text(md)
+    (args.out / "latest.md").write_text(md)
+    print(f"whole run {total_s:.1f} s; written to {args.out}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 5 and sys.argv[1] == "sxm-worker":
+        sxm_worker(*sys.argv[2:])
+    else:
+        main()
