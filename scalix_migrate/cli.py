@@ -8,13 +8,18 @@ server; otherwise Prefect starts a temporary local one).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.progress import TaskID
 from rich.table import Table
 
 from scalix_migrate.config import TenantConfig, load_config
@@ -81,10 +86,63 @@ def run(
     if phase not in ("full", "delta"):
         err.print("--phase: expected full or delta")
         raise typer.Exit(2)
-    state = run_flow(cfg, users=user or None, only_failed=only_failed, phase=phase, dry_run=dry_run)
+    with _progress(cfg):
+        state = run_flow(
+            cfg, users=user or None, only_failed=only_failed, phase=phase, dry_run=dry_run
+        )
     console.print(f"{state.name}: {state.message or ''}", markup=False)
     console.print(f"reports: {cfg.options.reports_dir.resolve()}")
     raise typer.Exit(0 if state.is_completed() else 1)
+
+
+@contextlib.contextmanager
+def _progress(cfg: TenantConfig) -> Iterator[None]:
+    """On a terminal, a live line from the journal: users finished and messages loaded."""
+    if not console.is_terminal:
+        yield
+        return
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from scalix_migrate.steps import journal_for
+
+    stop = threading.Event()
+    started = datetime.now(UTC)
+
+    def watch(progress: Progress, task: TaskID) -> None:
+        with journal_for(cfg) as journal:
+            while not stop.wait(1.0):
+                rows = [
+                    r
+                    for r in journal.user_rows(cfg.tenant)
+                    if r.extract_started and r.extract_started >= started
+                ]
+                finished = [r for r in rows if r.status in ("done", "failed", "paused")]
+                failed = sum(r.status == "failed" for r in rows)
+                loaded = journal.counts_by_state(cfg.tenant).get("loaded", 0)
+                progress.update(
+                    task,
+                    total=max(len(rows), 1),
+                    completed=len(finished),
+                    description=f"users finished (failed: {failed}); "
+                    f"messages at the destination: {loaded}",
+                )
+
+    columns = (
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task("starting", total=None)
+        watcher = threading.Thread(target=watch, args=(progress, task), daemon=True)
+        watcher.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            watcher.join(timeout=5)
 
 
 def run_flow(cfg: TenantConfig, **params: Any) -> Any:
