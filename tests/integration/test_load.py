@@ -4,7 +4,8 @@
   server is read back (BODY.PEEK[], FLAGS, INTERNALDATE) into the journal and staging store,
   loaded into another mailbox, and every message compared byte for byte, with flags and
   INTERNALDATE.
-* ``kill -9`` during a load (in a subprocess), then a rerun: every message exactly once.
+* ``kill -9`` during a load (in a subprocess), then a rerun: every message exactly once, with
+  one destination connection and with three.
 * Over quota fails the user (SXM-DST-003); a message the server refuses is an item error.
 """
 
@@ -186,11 +187,13 @@ def _stage_many(cfg: TenantConfig, journal: Journal, user: ScalixUser, n: int) -
     return hashes
 
 
+@pytest.mark.parametrize("connections", [1, 3])
 def test_kill_9_during_load_then_rerun_leaves_every_message_once(
-    testbed: Any, tmp_path: Path
+    testbed: Any, tmp_path: Path, connections: int
 ) -> None:
     tag = uuid.uuid4().hex[:8]
-    path, cfg = _config(tmp_path, testbed, tag)
+    extra = f"  connections_per_user: {connections}\n"
+    path, cfg = _config(tmp_path, testbed, tag, dest_extra=extra)
     user = _user("kim")
     n = 1500
     with Journal.open(directory=tmp_path / "state") as journal:
@@ -208,6 +211,7 @@ def test_kill_9_during_load_then_rerun_leaves_every_message_once(
         states = journal.counts_by_state(cfg.tenant, user.key)
         assert states.get("loaded", 0) < n
         rerun = load_user(cfg, journal, user)
+        assert rerun.connections == connections
         assert rerun.appended + rerun.already_present + states.get("loaded", 0) == n
         assert journal.counts_by_state(cfg.tenant, user.key) == {"loaded": n}
         assert verify_user(cfg, journal, user).ok
