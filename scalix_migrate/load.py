@@ -49,6 +49,7 @@ from __future__ import annotations
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -381,18 +382,15 @@ class _Run:
             raise self.error
 
     def _extra_worker(self, open_more: Callable[[], Destination]) -> None:
-        try:
-            dest = open_more()
-            ctx = dest.__enter__()
-        except MigrationError:
-            # The destination allows fewer connections than configured: the others carry on.
-            return
-        try:
+        with ExitStack() as stack:
+            try:
+                dest = stack.enter_context(open_more())
+            except MigrationError:
+                # The destination allows fewer connections than configured: the others go on.
+                return
             with self.lock:
                 self.connections_used += 1
-            self._guarded(ctx)
-        finally:
-            dest.__exit__(None, None, None)
+            self._guarded(dest)
 
     def _guarded(self, dest: Destination) -> None:
         try:
