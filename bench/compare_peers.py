@@ -58,7 +58,8 @@ from scalix_migrate.records import ScalixUser  # noqa: E402
 
 # Folders the destination Dovecot creates for every login (not on the source).
 DEST_OWN_FOLDERS = ("Archive", "Junk", "Sent", "Trash")
-RUN_TIMEOUT_S = 1800.0  # one tool run (all users); a hung peer is killed, and says so
+RUN_TIMEOUT_S = 1800.0
+WORKER_MARK = "SXM-WORKER-RESULT "  # one tool run (all users); a hung peer is killed, and says so
 Snapshot = dict[str, dict[str, list[Held]]]  # user address -> folder -> messages
 
 
@@ -75,6 +76,7 @@ class Result:
     fidelity: dict[str, int] = field(default_factory=dict)
     fidelity_rerun: dict[str, int] = field(default_factory=dict)
     rerun_added: int = 0
+    steps: dict[str, Any] = field(default_factory=dict)  # scalix-migrate: its own accounts
     msg_s: float = 0.0
     mb_s: float = 0.0
 
@@ -83,12 +85,15 @@ class Result:
 
 
 def spawn(argv: list[str], log: Path, *, timeout_s: float = RUN_TIMEOUT_S) -> tuple[int, float]:
-    """Run ``argv`` (output to ``log``); return (exit code, peak RSS in MB of that child).
+    """Run ``argv`` (output to ``log``); return (exit code, peak RSS in MB of that program).
 
-    ``os.wait4`` gives the rusage of this one child (and of what it waited for), so runs in
-    parallel threads do not mix their figures as RUSAGE_CHILDREN would."""
+    The RSS comes from ``/usr/bin/time -f %M``, not from our own ``wait4``: a child forked from
+    this (large) Python process counts the parent's pages in its ``ru_maxrss`` until it execs,
+    which gave every peer this process's ~95 MB. Per process, so parallel runs do not mix."""
+    rss_file = log.with_suffix(f".rss{uuid.uuid4().hex[:6]}")
+    timed = ["/usr/bin/time", "-f", "%M", "-o", str(rss_file), *argv]
     with log.open("ab") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(timed, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + timeout_s
     while True:
         pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
@@ -102,7 +107,12 @@ def spawn(argv: list[str], log: Path, *, timeout_s: float = RUN_TIMEOUT_S) -> tu
             break
         time.sleep(0.02)
     proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode, usage.ru_maxrss / 1024
+    del usage  # see the docstring
+    try:
+        kib = int(rss_file.read_text().split()[-1])
+    except (OSError, ValueError, IndexError):
+        kib = 0  # killed before /usr/bin/time could write it
+    return proc.returncode, kib / 1024
 
 
 def spawn_all(jobs: list[tuple[list[str], Path]], at_once: int) -> tuple[float, list[int], float]:
@@ -217,6 +227,22 @@ class Bench:
         log = run_dir / "worker.log"
         result = Result("scalix-migrate", at_once)
         self.measure(result, label, lambda: spawn_all([(argv, log)], 1), self._journal_target(cfg))
+        runs = [
+            json.loads(line[len(WORKER_MARK) :])
+            for line in log.read_text().splitlines()
+            if line.startswith(WORKER_MARK)
+        ]
+        for name, users in zip(("first", "rerun"), runs, strict=False):
+            result.steps[name] = {
+                **{
+                    k: round(sum(u[k] for u in users), 2)
+                    for k in ("extract_s", "load_s", "verify_s")
+                },
+                **{
+                    k: sum(u[k] for u in users)
+                    for k in ("staged", "appended", "failed", "verify_differences")
+                },
+            }
         return result
 
     def _journal_target(self, cfg: Any) -> Callable[[str, str], str]:
@@ -311,10 +337,17 @@ def sxm_worker(config: str, users_file: str, at_once: str) -> None:
 
     def one(user: ScalixUser) -> dict[str, Any]:
         with journal_for(cfg) as journal:
+            t0 = time.perf_counter()
             ex = extract_user(cfg, journal, user)
+            t1 = time.perf_counter()
             ld = load_user(cfg, journal, user)
+            t2 = time.perf_counter()
             vr = verify_user(cfg, journal, user)
+            t3 = time.perf_counter()
         return {
+            "extract_s": t1 - t0,
+            "load_s": t2 - t1,
+            "verify_s": t3 - t2,
             "user": user.key,
             "staged": ex.staged,
             "appended": ld.appended,
@@ -324,7 +357,7 @@ def sxm_worker(config: str, users_file: str, at_once: str) -> None:
         }
 
     with ThreadPoolExecutor(max_workers=int(at_once)) as pool:
-        print(json.dumps(list(pool.map(one, users))))
+        print(WORKER_MARK + json.dumps(list(pool.map(one, users))), flush=True)
 
 
 # --- setup and reporting ---------------------------------------------------------------------
@@ -459,7 +492,14 @@ def main() -> None:
             else:
                 shutil.rmtree(work, ignore_errors=True)
     total_s = time.perf_counter() - started
-    text = table(results, n_msgs, mbytes)
+    text = table(results, n_msgs, mbytes) + "".join(
+        f"\n\nscalix-migrate, {r.at_once} at once, {name}: step seconds summed over users "
+        f"extract {st['extract_s']}, load {st['load_s']}, verify {st['verify_s']}; staged "
+        f"{st['staged']}, appended {st['appended']}, failed {st['failed']}, its own verify "
+        f"found {st['verify_differences']} difference(s)"
+        for r in results
+        for name, st in r.steps.items()
+    )
     print(text)
     meta = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),

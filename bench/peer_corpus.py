@@ -1,8 +1,8 @@
 """The peer comparison's corpus and its fidelity measure (used by ``compare_peers.py``).
 
 :func:`make_corpus` builds, deterministically from a seed, one user's mailbox in real-world
-shapes: plain text, multipart with base64 attachments (20-250 KB), raw 8-bit headers, no
-Message-ID, Message-IDs shared by different messages, exact duplicates, system flags and
+shapes: plain text, multipart with base64 attachments (10-120 KB before encoding), raw 8-bit
+headers, no Message-ID, Message-IDs shared by different messages, exact duplicates, system flags and
 keywords, INTERNALDATEs spread over 20 years in several zones, nested folders with non-ASCII
 names and ``&``; ``tests/support/corpus.py::tricky_corpus()`` is mixed in as well.
 
@@ -95,7 +95,7 @@ def _message(rng: random.Random, n: int, tag: str, when: datetime, mid: str | No
         head.append(b"Message-ID: <" + mid.encode() + b">")
     unique = f"ref {tag} {n}".encode()
     if kind > 0.88:  # multipart with an attachment
-        attachment = rng.randbytes(rng.randint(20_000, 250_000))
+        attachment = rng.randbytes(rng.randint(10_000, 120_000))
         head += [b"MIME-Version: 1.0", b'Content-Type: multipart/mixed; boundary="b1"']
         body = [
             b"",
