@@ -65,11 +65,12 @@ class Discovery:
     failures: list[CommandFailure] = field(default_factory=list)
     all_users: list[ScalixUser] = field(default_factory=list)  # before include/exclude
     unmatched_includes: list[str] = field(default_factory=list)
+    outside: list[ScalixUser] = field(default_factory=list)  # admin/test user elsewhere
 
     def find(self, identity: str) -> ScalixUser | None:
         """The user (among all discovered) named by display name, name, auth id or address."""
         ident = identity.strip().lower()
-        for u in self.all_users or self.users:
+        for u in [*(self.all_users or self.users), *self.outside]:
             if ident in _identities(u):
                 return u
         return None
@@ -159,7 +160,25 @@ def _discover(cfg: TenantConfig, admin: ScalixAdmin, chunk: int, parallel: int) 
         failures=failures,
         all_users=sized,
         unmatched_includes=unmatched,
+        outside=_look_up_outside(cfg, admin, sized),
     )
+
+
+def _look_up_outside(
+    cfg: TenantConfig, admin: ScalixAdmin, known: list[ScalixUser]
+) -> list[ScalixUser]:
+    """The admin and the test user when they live on a server name that is not migrated
+    (sxadmin usually sits on the primary mailnode): preflight checks them, nothing moves."""
+    out: list[ScalixUser] = []
+    for identity in (cfg.source.admin_user, cfg.source.test_user):
+        if any(identity.strip().lower() in _identities(u) for u in [*known, *out]):
+            continue
+        result = admin.run("omshowu_user", name=identity)
+        if not result.ok:
+            continue  # preflight reports the missing admin / test user
+        d = parse_user_details(UserListEntry(identity, "", identity), result.stdout)
+        out.append(d.user)
+    return out
 
 
 def _add_sizes(

@@ -30,12 +30,15 @@ FOLDERS = ["INBOX", "Sent Items", "INBOX/Projekte/Größe", "Archiv/2019"]
 
 
 def _add_users(testbed: Any, tag: str, n: int) -> list[str]:
-    """n fresh users with the tricky corpus spread over nested, non-ASCII folders."""
+    """n fresh users, on a mailnode of their own (discovery then runs the per-user admin
+    commands for them only), with the tricky corpus over nested, non-ASCII folders."""
+    mailnode = f"flow-{tag}"
+    testbed.update_directory(lambda d: d.mailnodes.append(mailnode))
     addresses = []
     for i in range(n):
         address = f"flow{i}-{tag}@primary.test"
         testbed.add_user(DirectoryUser(
-            display_name=f"Flow {i} {tag}", mailnode="primary", auth_id=address,
+            display_name=f"Flow {i} {tag}", mailnode=mailnode, auth_id=address,
             addresses=[address], password=uuid.uuid4().hex,
             folders=[*scalix_default_folders(), FolderSpec("INBOX/Projekte"),
                      FolderSpec("INBOX/Projekte/Größe"), FolderSpec("Archiv"),
@@ -57,7 +60,8 @@ def _config(testbed: Any, tmp_path: Path, tag: str, addresses: list[str]) -> Ten
         tmp_path,
         destination={"type": "imap", "login_template": f"{{local_part}}-{tag}@dest.test",
                      "preset": "dovecot"},
-        options={"users": {"include": addresses}, "concurrency": {"users": 2}},
+        source={"server_names": [f"flow-{tag}"], "test_user": addresses[0]},
+        options={"concurrency": {"users": 2}},
     )
     return cfg  # type: ignore[no-any-return]
 
