@@ -1,0 +1,330 @@
+"""Folder cursors and the message ledger: extract writes it, load advances it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from scalix_migrate.records import (
+    FolderCursor,
+    LedgerEntry,
+    LoadState,
+    SourceFolder,
+)
+from scalix_migrate.state.base import JournalBase
+from scalix_migrate.state.schema import (
+    _chunks,
+    _entry,
+    _now,
+    flags_to_text,
+    folders,
+    messages,
+)
+
+
+class LedgerJournal(JournalBase):
+    """Part of :class:`scalix_migrate.state.Journal`."""
+
+    def open_folder(
+        self,
+        tenant: str,
+        user_key: str,
+        folder: SourceFolder,
+        uidvalidity: int,
+        *,
+        source_count: int | None = None,
+    ) -> FolderCursor:
+        """Return the folder's cursor for ``uidvalidity``, re-planning it if that changed."""
+        now = _now()
+        key = (
+            folders.c.tenant == tenant,
+            folders.c.user_key == user_key,
+            folders.c.folder == folder.name,
+        )
+        special = folder.special.value if folder.special else None
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                sa.select(folders.c.uidvalidity, folders.c.highest_uid).where(*key)
+            ).first()
+            if row is None:
+                conn.execute(
+                    folders.insert().values(
+                        tenant=tenant,
+                        user_key=user_key,
+                        folder=folder.name,
+                        uidvalidity=uidvalidity,
+                        highest_uid=0,
+                        special=special,
+                        folder_class=folder.folder_class,
+                        source_count=source_count,
+                        updated_at=now,
+                    )
+                )
+                return FolderCursor(folder.name, uidvalidity, 0)
+            if int(row.uidvalidity) != uidvalidity:
+                conn.execute(
+                    folders.update()
+                    .where(*key)
+                    .values(
+                        uidvalidity=uidvalidity,
+                        highest_uid=0,
+                        replans=folders.c.replans + 1,
+                        source_count=source_count,
+                        updated_at=now,
+                    )
+                )
+                return FolderCursor(folder.name, uidvalidity, 0)
+            conn.execute(
+                folders.update()
+                .where(*key)
+                .values(
+                    special=special,
+                    folder_class=folder.folder_class,
+                    source_count=source_count,
+                    updated_at=now,
+                )
+            )
+            return FolderCursor(folder.name, uidvalidity, int(row.highest_uid))
+
+    def set_dest_folder(self, tenant: str, user_key: str, folder: str, dest_folder: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                folders.update()
+                .where(
+                    folders.c.tenant == tenant,
+                    folders.c.user_key == user_key,
+                    folders.c.folder == folder,
+                )
+                .values(dest_folder=dest_folder)
+            )
+
+    def folder_rows(self, tenant: str, user_key: str) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            return [
+                dict(r._mapping)
+                for r in conn.execute(
+                    sa.select(folders)
+                    .where(folders.c.tenant == tenant, folders.c.user_key == user_key)
+                    .order_by(folders.c.folder)
+                )
+            ]
+
+    def record_batch(
+        self,
+        tenant: str,
+        user_key: str,
+        cursor: FolderCursor,
+        entries: Sequence[LedgerEntry],
+        highest_uid: int,
+    ) -> FolderCursor:
+        """Store ledger rows and advance the cursor in one transaction.
+
+        A row whose (folder, UIDVALIDITY, UID) is known is left as it is (its flags are
+        refreshed). A new row whose bytes the folder already holds under an *older*
+        UIDVALIDITY takes over that row's load state and destination UID, so a re-planned
+        folder is not loaded twice; the old row becomes ``superseded``.
+        """
+        now = _now()
+        with self.engine.begin() as conn:
+            groups: dict[tuple[str, int], list[LedgerEntry]] = {}
+            for e in entries:
+                groups.setdefault((e.folder, e.uidvalidity), []).append(e)
+            for (folder, uidvalidity), group in groups.items():
+                self._record_group(conn, tenant, user_key, folder, uidvalidity, group, now)
+            new_high = max(cursor.highest_uid, highest_uid)
+            conn.execute(
+                folders.update()
+                .where(
+                    folders.c.tenant == tenant,
+                    folders.c.user_key == user_key,
+                    folders.c.folder == cursor.folder,
+                    folders.c.uidvalidity == cursor.uidvalidity,
+                )
+                .values(highest_uid=new_high, updated_at=now)
+            )
+        return FolderCursor(cursor.folder, cursor.uidvalidity, new_high)
+
+    def _record_group(
+        self,
+        conn: sa.Connection,
+        tenant: str,
+        user_key: str,
+        folder: str,
+        uidvalidity: int,
+        group: Sequence[LedgerEntry],
+        now: datetime,
+    ) -> None:
+        """record_batch for one (folder, UIDVALIDITY): a few set-based statements, not a
+        handful per message (the journal was the extract's bottleneck)."""
+        mine = (
+            messages.c.tenant == tenant,
+            messages.c.user_key == user_key,
+            messages.c.folder == folder,
+        )
+        existing: dict[int, int] = {}
+        for chunk in _chunks([e.uid for e in group]):
+            existing.update(
+                (int(r.uid), int(r.id))
+                for r in conn.execute(
+                    sa.select(messages.c.uid, messages.c.id).where(
+                        *mine, messages.c.uidvalidity == uidvalidity, messages.c.uid.in_(chunk)
+                    )
+                )
+            )
+        known = [e for e in group if e.uid in existing]
+        if known:
+            conn.execute(
+                messages.update()
+                .where(messages.c.id == sa.bindparam("row_id"))
+                .values(flags=sa.bindparam("new_flags")),  # updated_at: see update_flags
+                [{"row_id": existing[e.uid], "new_flags": flags_to_text(e.flags)} for e in known],
+            )
+        fresh = [e for e in group if e.uid not in existing]
+        if not fresh:
+            return
+        # Twins: the same bytes under an older UIDVALIDITY, each taken over at most once.
+        twins: dict[str, list[Any]] = {}
+        for shas in _chunks(sorted({e.sha256 for e in fresh})):
+            for r in conn.execute(
+                sa.select(
+                    messages.c.id,
+                    messages.c.sha256,
+                    messages.c.load_state,
+                    messages.c.dest_folder,
+                    messages.c.dest_uid,
+                    messages.c.dest_flags,
+                )
+                .where(
+                    *mine,
+                    messages.c.sha256.in_(shas),
+                    messages.c.uidvalidity != uidvalidity,
+                    messages.c.load_state != LoadState.superseded.value,
+                )
+                .order_by(messages.c.id)
+            ):
+                twins.setdefault(r.sha256, []).append(r)
+        rows: list[dict[str, Any]] = []
+        superseded: list[int] = []
+        for e in fresh:
+            row = {
+                "tenant": tenant,
+                "user_key": user_key,
+                "folder": e.folder,
+                "uidvalidity": e.uidvalidity,
+                "uid": e.uid,
+                "sha256": e.sha256,
+                "size": e.size,
+                "internaldate": e.internaldate.astimezone(UTC),  # SQLite keeps no zone
+                "flags": flags_to_text(e.flags),
+                "message_id": e.message_id,
+                "item_class": e.item_class.value,
+                "load_state": e.load_state.value,
+                "dest_folder": e.dest_folder,
+                "dest_uid": e.dest_uid,
+                "dest_flags": None,
+                "updated_at": now,
+            }
+            if twins.get(e.sha256):
+                twin = twins[e.sha256].pop(0)
+                superseded.append(int(twin.id))
+                row.update(
+                    load_state=twin.load_state,
+                    dest_folder=twin.dest_folder,
+                    dest_uid=twin.dest_uid,
+                    dest_flags=twin.dest_flags,
+                )
+            rows.append(row)
+        for ids in _chunks(superseded):
+            conn.execute(
+                messages.update()
+                .where(messages.c.id.in_(ids))
+                .values(load_state=LoadState.superseded.value, updated_at=now)
+            )
+        conn.execute(messages.insert(), rows)
+
+    def update_flags(
+        self,
+        tenant: str,
+        user_key: str,
+        folder: str,
+        uidvalidity: int,
+        flags_by_uid: dict[int, frozenset[str]],
+    ) -> int:
+        """Refresh the source flags of known messages; returns how many changed."""
+        changed = 0
+        with self.engine.begin() as conn:
+            rows = conn.execute(
+                sa.select(messages.c.id, messages.c.uid, messages.c.flags).where(
+                    messages.c.tenant == tenant,
+                    messages.c.user_key == user_key,
+                    messages.c.folder == folder,
+                    messages.c.uidvalidity == uidvalidity,
+                )
+            ).all()
+            for r in rows:
+                new = flags_by_uid.get(int(r.uid))
+                if new is not None and flags_to_text(new) != r.flags:
+                    conn.execute(
+                        messages.update()
+                        .where(messages.c.id == r.id)
+                        # updated_at stays: for loaded rows it is the load time, which the
+                        # daily byte budget counts (a flag change moves no bytes).
+                        .values(flags=flags_to_text(new))
+                    )
+                    changed += 1
+        return changed
+
+    def entries(
+        self,
+        tenant: str,
+        user_key: str,
+        *,
+        states: Sequence[LoadState] | None = None,
+        folder: str | None = None,
+    ) -> Iterator[LedgerEntry]:
+        """Ledger rows of a user in (folder, uid) order, optionally filtered by load state."""
+        q = sa.select(messages).where(messages.c.tenant == tenant, messages.c.user_key == user_key)
+        if states is not None:
+            q = q.where(messages.c.load_state.in_([s.value for s in states]))
+        if folder is not None:
+            q = q.where(messages.c.folder == folder)
+        q = q.order_by(messages.c.folder, messages.c.uidvalidity, messages.c.uid)
+        with self.engine.connect() as conn:
+            rows = conn.execute(q).all()
+        for r in rows:
+            yield _entry(r._mapping)
+
+    def set_load_state(
+        self,
+        ids: Sequence[int],
+        state: LoadState,
+        *,
+        dest_folder: str | None = None,
+        dest_uid: str | None = None,
+        error_code: str | None = None,
+        error_detail: str | None = None,
+    ) -> None:
+        if not ids:
+            return
+        values: dict[str, Any] = {
+            "load_state": state.value,
+            "updated_at": _now(),
+            "error_code": error_code,
+            "error_detail": error_detail,
+        }
+        if dest_folder is not None:
+            values["dest_folder"] = dest_folder
+        if dest_uid is not None:
+            values["dest_uid"] = dest_uid
+        with self.engine.begin() as conn:
+            conn.execute(messages.update().where(messages.c.id.in_(list(ids))).values(**values))
+
+    def counts_by_state(self, tenant: str, user_key: str | None = None) -> dict[str, int]:
+        q = sa.select(messages.c.load_state, sa.func.count()).where(messages.c.tenant == tenant)
+        if user_key is not None:
+            q = q.where(messages.c.user_key == user_key)
+        with self.engine.connect() as conn:
+            return {s: int(n) for s, n in conn.execute(q.group_by(messages.c.load_state))}
