@@ -26,15 +26,21 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import scalix_migrate.load as load_module
-from scalix_migrate.config import TenantConfig, parse_config
-from scalix_migrate.destinations.base import Destination, message_id_of
-from scalix_migrate.destinations.imap import ImapDestination
-from scalix_migrate.load import load_user
-from scalix_migrate.records import LedgerEntry, LoadState, ScalixUser, SourceFolder
-from scalix_migrate.staging import StagingStore
-from scalix_migrate.state import Journal
-from tests.testbed.dovecot import destination
+import sys
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))  # tests.testbed is imported from the checkout
+
+import scalix_migrate.load as load_module  # noqa: E402
+from scalix_migrate.config import TenantConfig, parse_config  # noqa: E402
+from scalix_migrate.destinations.base import Destination, message_id_of  # noqa: E402
+from scalix_migrate.destinations.imap import ImapDestination  # noqa: E402
+from scalix_migrate.load import load_user  # noqa: E402
+from scalix_migrate.records import LedgerEntry, LoadState, ScalixUser, SourceFolder  # noqa: E402
+from scalix_migrate.staging import StagingStore  # noqa: E402
+from scalix_migrate.state import Journal  # noqa: E402
+from tests.testbed.dovecot import destination  # noqa: E402
 
 
 def _config(work: Path, port: int, secret: Path, tag: str, connections: int) -> TenantConfig:
