@@ -16,6 +16,7 @@ import argparse
 import os
 import queue
 import socket
+import sys
 import tempfile
 import textwrap
 import threading
@@ -25,8 +26,6 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-
-import sys
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
