@@ -27,7 +27,14 @@ def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     """No multi-minute retry delays in tests."""
     import tasks
 
-    for name in ("discover_users", "preflight_validate", "restart_service", "let_users_in",
-                 "extract_user", "load_user", "verify_user"):
+    for name in (
+        "discover_users",
+        "preflight_validate",
+        "restart_service",
+        "let_users_in",
+        "extract_user",
+        "load_user",
+        "verify_user",
+    ):
         original = getattr(tasks, name)
         monkeypatch.setattr(tasks, name, original.with_options(retry_delay_seconds=0))

@@ -31,14 +31,16 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
 
 def _config(sandbox: Sandbox, tmp_path: Path, **options: Any) -> TenantConfig:
     data = sandbox.config_data(
-        {"type": "maildir", "path": str(tmp_path / "maildir" / "{email}")},
-        tenant="flowtest")
-    data["options"].update({
-        "staging_dir": str(tmp_path / "staging"),
-        "reports_dir": str(tmp_path / "reports"),
-        "state": {"dir": str(tmp_path / "state")},
-        **options,
-    })
+        {"type": "maildir", "path": str(tmp_path / "maildir" / "{email}")}, tenant="flowtest"
+    )
+    data["options"].update(
+        {
+            "staging_dir": str(tmp_path / "staging"),
+            "reports_dir": str(tmp_path / "reports"),
+            "state": {"dir": str(tmp_path / "state")},
+            **options,
+        }
+    )
     path = tmp_path / "tenant.yaml"
     path.write_text(yaml.safe_dump(data), encoding="utf-8")
     return load_config(path)
@@ -55,8 +57,11 @@ def test_flow_moves_every_message_exactly_and_a_rerun_adds_nothing(
     users = discover_users(cfg).users
     assert len(users) == 4
     with journal_for(cfg) as journal:
-        assert {r.user_key: r.status for r in journal.user_rows(cfg.tenant)
-                if r.user_key not in PROBLEM_USERS} == {u.key: "done" for u in users}
+        assert {
+            r.user_key: r.status
+            for r in journal.user_rows(cfg.tenant)
+            if r.user_key not in PROBLEM_USERS
+        } == {u.key: "done" for u in users}
         moved = sum(assert_user_migrated_exactly(cfg, journal, u) for u in users)
         loaded_before = journal.counts_by_state(cfg.tenant)
     assert moved > 100
@@ -85,15 +90,21 @@ def test_preflight_exclusions_fail_the_run_and_name_the_users(
     assert "2 excluded by preflight" in (state.message or "")
     with journal_for(cfg) as journal:
         status = {r.user_key: r.status for r in journal.user_rows(cfg.tenant)}
-    assert status == {"priya.shah@acme.test": "excluded", "lars.berg@branch.acme.test":
-                      "excluded", "sxadmin@acme.test": "done"}
+    assert status == {
+        "priya.shah@acme.test": "excluded",
+        "lars.berg@branch.acme.test": "excluded",
+        "sxadmin@acme.test": "done",
+    }
 
 
 def test_failed_user_fails_the_run_and_only_failed_reruns_just_that_user(
     sandbox: Sandbox, tmp_path: Path
 ) -> None:
-    cfg = _config(sandbox, tmp_path, users={"include": ["kim.lee@acme.test", "sxadmin*",
-                                                        "j.mueller@acme.test"]})
+    cfg = _config(
+        sandbox,
+        tmp_path,
+        users={"include": ["kim.lee@acme.test", "sxadmin*", "j.mueller@acme.test"]},
+    )
     # A file where Kim's Sent folder must go: preflight (root writable) passes, load fails.
     blocker = tmp_path / "maildir" / "kim.lee@acme.test" / ".Sent"
     blocker.parent.mkdir(parents=True)
@@ -121,8 +132,9 @@ def test_failed_user_fails_the_run_and_only_failed_reruns_just_that_user(
         assert_user_migrated_exactly(cfg, journal, users["kim.lee@acme.test"])
     assert rows["kim.lee@acme.test"].status == "done"
     # The users that had succeeded were not touched by the rerun.
-    assert {k: r.load_finished for k, r in rows.items() if k != "kim.lee@acme.test"} \
-        == others_finished
+    assert {
+        k: r.load_finished for k, r in rows.items() if k != "kim.lee@acme.test"
+    } == others_finished
 
 
 def test_unknown_user_name_fails_before_anything_moves(sandbox: Sandbox, tmp_path: Path) -> None:

@@ -37,17 +37,32 @@ def _add_users(testbed: Any, tag: str, n: int) -> list[str]:
     addresses = []
     for i in range(n):
         address = f"flow{i}-{tag}@primary.test"
-        testbed.add_user(DirectoryUser(
-            display_name=f"Flow {i} {tag}", mailnode=mailnode, auth_id=address,
-            addresses=[address], password=uuid.uuid4().hex,
-            folders=[*scalix_default_folders(), FolderSpec("INBOX/Projekte"),
-                     FolderSpec("INBOX/Projekte/Größe"), FolderSpec("Archiv"),
-                     FolderSpec("Archiv/2019")]))
+        testbed.add_user(
+            DirectoryUser(
+                display_name=f"Flow {i} {tag}",
+                mailnode=mailnode,
+                auth_id=address,
+                addresses=[address],
+                password=uuid.uuid4().hex,
+                folders=[
+                    *scalix_default_folders(),
+                    FolderSpec("INBOX/Projekte"),
+                    FolderSpec("INBOX/Projekte/Größe"),
+                    FolderSpec("Archiv"),
+                    FolderSpec("Archiv/2019"),
+                ],
+            )
+        )
         zones = [UTC, timezone(timedelta(hours=2)), timezone(timedelta(hours=-7))]
         seed = [
-            SeedMessage(folder=FOLDERS[j % len(FOLDERS)], body=body, flags=flags,
-                        internaldate=datetime(2019 + j % 5, 1 + j % 12, 1 + j, 8, j, 30,
-                                              tzinfo=zones[j % 3]))
+            SeedMessage(
+                folder=FOLDERS[j % len(FOLDERS)],
+                body=body,
+                flags=flags,
+                internaldate=datetime(
+                    2019 + j % 5, 1 + j % 12, 1 + j, 8, j, 30, tzinfo=zones[j % 3]
+                ),
+            )
             for j, (body, flags) in enumerate(tricky_corpus() * 3)
         ]
         testbed.seed_messages(address, seed)
@@ -58,8 +73,11 @@ def _add_users(testbed: Any, tag: str, n: int) -> list[str]:
 def _config(testbed: Any, tmp_path: Path, tag: str, addresses: list[str]) -> TenantConfig:
     _, cfg = testbed.make_config(
         tmp_path,
-        destination={"type": "imap", "login_template": f"{{local_part}}-{tag}@dest.test",
-                     "preset": "dovecot"},
+        destination={
+            "type": "imap",
+            "login_template": f"{{local_part}}-{tag}@dest.test",
+            "preset": "dovecot",
+        },
         source={"server_names": [f"flow-{tag}"], "test_user": addresses[0]},
         options={"concurrency": {"users": 2}},
     )
@@ -95,8 +113,12 @@ def test_dovecot_to_dovecot_every_message_identical_rerun_and_delta(
         for u in users:
             assert_user_migrated_exactly(cfg, journal, u)
 
-    late = SeedMessage(folder="INBOX", body=b"Subject: late\r\nMessage-ID: <late@x>\r\n\r\nnew\r\n",
-                       flags=["\\Flagged"], internaldate=datetime(2024, 6, 1, tzinfo=UTC))
+    late = SeedMessage(
+        folder="INBOX",
+        body=b"Subject: late\r\nMessage-ID: <late@x>\r\n\r\nnew\r\n",
+        flags=["\\Flagged"],
+        internaldate=datetime(2024, 6, 1, tzinfo=UTC),
+    )
     testbed.seed_messages(addresses[0], [late])
 
     delta = migrate_tenant(config=cfg, phase="delta", return_state=True)

@@ -34,10 +34,16 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
 
 def _config(sandbox: Sandbox, tmp_path: Path, tenant: str, include: list[str]) -> TenantConfig:
     data = sandbox.config_data(
-        {"type": "maildir", "path": str(tmp_path / "maildir" / "{email}")}, tenant=tenant)
-    data["options"].update({
-        "staging_dir": str(tmp_path / "staging"), "reports_dir": str(tmp_path / "reports"),
-        "state": {"dir": str(tmp_path / "state")}, "users": {"include": include}})
+        {"type": "maildir", "path": str(tmp_path / "maildir" / "{email}")}, tenant=tenant
+    )
+    data["options"].update(
+        {
+            "staging_dir": str(tmp_path / "staging"),
+            "reports_dir": str(tmp_path / "reports"),
+            "state": {"dir": str(tmp_path / "state")},
+            "users": {"include": include},
+        }
+    )
     path = tmp_path / "tenant.yaml"
     path.write_text(yaml.safe_dump(data), encoding="utf-8")
     return load_config(path)
@@ -48,8 +54,9 @@ def test_deploy_renders_each_tenant_config_into_a_deployment(tmp_path: Path) -> 
     tenants.mkdir()
     shutil.copy(REPO / "configs" / "tenants" / "acme.yaml", tenants / "acme.yaml")
     with get_client(sync_client=True) as client:
-        client.create_work_pool(WorkPoolCreate(name="scalix-migrate", type="process"),
-                                overwrite=True)
+        client.create_work_pool(
+            WorkPoolCreate(name="scalix-migrate", type="process"), overwrite=True
+        )
 
     ((_, cfg),) = deployer.tenant_configs(tenants)
     name = deployer.deploy(cfg)
@@ -72,28 +79,54 @@ def test_deploy_command_refuses_a_broken_tenant_file(tmp_path: Path) -> None:
     (tmp_path / "bad.yaml").write_text("tenant: Bad Name\n", encoding="utf-8")
     proc = subprocess.run(
         [sys.executable, "-m", "scalix_migrate.cli", "deploy", "--configs", str(tmp_path)],
-        capture_output=True, text=True, timeout=120, check=False)
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert proc.returncode == 2
     assert f"{tmp_path / 'bad.yaml'}:1 tenant: expected lowercase letters" in proc.stderr
 
 
 def test_written_prefect_yaml_matches_the_tenant_files(tmp_path: Path) -> None:
     # Only the tenant files in git: a local sandbox.yaml (scalix-migrate sandbox) is not.
-    tracked = subprocess.run(["git", "ls-files", "configs/tenants"], cwd=REPO, check=True,
-                             capture_output=True, text=True, timeout=60).stdout.split()
+    tracked = subprocess.run(
+        ["git", "ls-files", "configs/tenants"],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout.split()
     tenants = tmp_path / "tenants"
     tenants.mkdir()
     for name in tracked:
         shutil.copy(REPO / name, tenants / Path(name).name)
     out = tmp_path / "prefect.yaml"
     proc = subprocess.run(
-        [sys.executable, "-m", "scalix_migrate.cli", "deploy", "--configs",
-         str(tenants), "--write-prefect-yaml", str(out)],
-        capture_output=True, text=True, timeout=120, check=False, cwd=REPO)
+        [
+            sys.executable,
+            "-m",
+            "scalix_migrate.cli",
+            "deploy",
+            "--configs",
+            str(tenants),
+            "--write-prefect-yaml",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=REPO,
+    )
     assert proc.returncode == 0, proc.stderr
     assert out.read_text(encoding="utf-8") == (REPO / "deployments" / "prefect.yaml").read_text(
-        encoding="utf-8"), "deployments/prefect.yaml is stale: run scalix-migrate deploy " \
-                           "--write-prefect-yaml deployments/prefect.yaml"
+        encoding="utf-8"
+    ), (
+        "deployments/prefect.yaml is stale: run scalix-migrate deploy "
+        "--write-prefect-yaml deployments/prefect.yaml"
+    )
 
 
 def test_retry_of_a_failed_run_reruns_only_the_failed_user(

@@ -51,8 +51,12 @@ REPO = Path(__file__).resolve().parents[2]
 PROBLEM_USERS = {"priya.shah@acme.test", "lars.berg@branch.acme.test"}
 # Waves: A = the first three, B = the last three; they overlap in the two big mailboxes
 # (new.hire has no message store: an empty mailbox would prove little).
-WAVE_ORDER = ["sxadmin@acme.test", "kim.lee@acme.test", "j.mueller@acme.test",
-              "new.hire@branch.acme.test"]
+WAVE_ORDER = [
+    "sxadmin@acme.test",
+    "kim.lee@acme.test",
+    "j.mueller@acme.test",
+    "new.hire@branch.acme.test",
+]
 WORKER_READY_S = 90
 RUNS_DONE_S = 240
 
@@ -70,13 +74,16 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
 
 def _config(sandbox: Sandbox, tmp_path: Path, journal_url: str) -> TenantConfig:
     data = sandbox.config_data(
-        {"type": "maildir", "path": str(tmp_path / "maildir" / "{email}")}, tenant="waves")
-    data["options"].update({
-        "staging_dir": str(tmp_path / "staging"),  # shared storage in a multi-host setup
-        "reports_dir": str(tmp_path / "reports"),
-        "state": {"url": journal_url},
-        "users": {"exclude": sorted(PROBLEM_USERS)},
-    })
+        {"type": "maildir", "path": str(tmp_path / "maildir" / "{email}")}, tenant="waves"
+    )
+    data["options"].update(
+        {
+            "staging_dir": str(tmp_path / "staging"),  # shared storage in a multi-host setup
+            "reports_dir": str(tmp_path / "reports"),
+            "state": {"url": journal_url},
+            "users": {"exclude": sorted(PROBLEM_USERS)},
+        }
+    )
     path = tmp_path / "tenant.yaml"
     path.write_text(yaml.safe_dump(data), encoding="utf-8")
     return load_config(path)
@@ -107,9 +114,24 @@ class Workers:
         }
         log = (self.directory / f"{name}.log").open("wb")
         self.procs[name] = subprocess.Popen(
-            [str(Path(sys.executable).parent / "prefect"), "worker", "start", "--pool",
-             self.pool, "--name", name, "--limit", "1", "--type", "process"],
-            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                str(Path(sys.executable).parent / "prefect"),
+                "worker",
+                "start",
+                "--pool",
+                self.pool,
+                "--name",
+                name,
+                "--limit",
+                "1",
+                "--type",
+                "process",
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         log.close()  # the child holds its own copy
 
@@ -169,7 +191,8 @@ def _wait_final(client: SyncPrefectClient, ids: list[Any], w: Workers) -> list[F
 def _user_steps(client: SyncPrefectClient, run: FlowRun) -> dict[str, list[TaskRun]]:
     """The run's extract/load/verify task runs per user key, in start order."""
     task_runs = client.read_task_runs(
-        flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])))
+        flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id]))
+    )
     out: dict[str, list[TaskRun]] = {}
     for tr in sorted(task_runs, key=lambda t: t.start_time or t.created or 0):  # type: ignore[arg-type, return-value]
         step, _, user = tr.name.partition("-")
@@ -211,8 +234,13 @@ def test_two_workers_take_overlapping_waves_and_no_user_is_migrated_twice(
     assert not inspect.isawaitable(loaded)  # sync caller: from_source returns the flow
     # As scalix_migrate.deploy.deploy(), but two runs of the tenant at once (module docstring).
     deployment_id = loaded.deploy(
-        name=plan.name, work_pool_name=workers.pool, parameters=plan.parameters,
-        tags=plan.tags, concurrency_limit=2, build=False, push=False,
+        name=plan.name,
+        work_pool_name=workers.pool,
+        parameters=plan.parameters,
+        tags=plan.tags,
+        concurrency_limit=2,
+        build=False,
+        push=False,
         print_next_steps=False,
     )
     assert isinstance(deployment_id, UUID)
@@ -221,8 +249,7 @@ def test_two_workers_take_overlapping_waves_and_no_user_is_migrated_twice(
     with get_client(sync_client=True) as client:
         _wait_for_workers(client, workers, {"worker-a", "worker-b"})
         created = {
-            label: client.create_flow_run_from_deployment(
-                deployment_id, parameters={"users": wave})
+            label: client.create_flow_run_from_deployment(deployment_id, parameters={"users": wave})
             for label, wave in (("wave-a", wave_a), ("wave-b", wave_b))
         }
         labels = {r.id: label for label, r in created.items()}
@@ -232,8 +259,11 @@ def test_two_workers_take_overlapping_waves_and_no_user_is_migrated_twice(
 
     # Each wave ran on its own worker (both may try to take a run; one is aborted).
     holders = {
-        label: [n for n in workers.procs
-                if f"Flow run '{r.name}' submitted to infrastructure" in workers.log(n)]
+        label: [
+            n
+            for n in workers.procs
+            if f"Flow run '{r.name}' submitted to infrastructure" in workers.log(n)
+        ]
         for label, r in created.items()  # r.name: the name given at creation
     }
     assert sorted(map(tuple, holders.values())) == [("worker-a",), ("worker-b",)], holders
@@ -241,8 +271,9 @@ def test_two_workers_take_overlapping_waves_and_no_user_is_migrated_twice(
     # Every user done once in the journal; every message at the destination exactly once.
     by_key: dict[str, ScalixUser] = {u.key: u for u in users}
     with journal_for(cfg) as journal:
-        status = {r.user_key: r.status for r in journal.user_rows(cfg.tenant)
-                  if r.user_key in by_key}
+        status = {
+            r.user_key: r.status for r in journal.user_rows(cfg.tenant) if r.user_key in by_key
+        }
         assert status == {k: "done" for k in keys}, status
         moved = {k: assert_user_migrated_exactly(cfg, journal, by_key[k]) for k in keys}
         counts = journal.counts_by_state(cfg.tenant)
@@ -257,8 +288,11 @@ def test_two_workers_take_overlapping_waves_and_no_user_is_migrated_twice(
         assert set(runs_of_user) == {"wave-a", "wave-b"}, runs_of_user
         outcome[key] = {}
         for name, trs in runs_of_user.items():
-            failed = {t.name: t.state.message or "" for t in trs
-                      if t.state is not None and t.state.is_failed()}
+            failed = {
+                t.name: t.state.message or ""
+                for t in trs
+                if t.state is not None and t.state.is_failed()
+            }
             if failed:
                 assert all("SXM-USR-003" in m for m in failed.values()), failed
                 outcome[key][name] = "refused"
@@ -281,6 +315,8 @@ def test_two_workers_take_overlapping_waves_and_no_user_is_migrated_twice(
             assert all(k in (run.state.message or "") for k in lost), run.state.message
         else:
             assert run.state.is_completed(), run.state.message
-    print(f"\nwaves: {outcome}; refused overlaps: {refused}; runs: "
-          f"{[(labels[r.id], r.state_name, r.state.message if r.state else None) for r in runs]}; "
-          f"messages: {moved}; wall {elapsed:.1f}s")
+    print(
+        f"\nwaves: {outcome}; refused overlaps: {refused}; runs: "
+        f"{[(labels[r.id], r.state_name, r.state.message if r.state else None) for r in runs]}; "
+        f"messages: {moved}; wall {elapsed:.1f}s"
+    )

@@ -59,8 +59,12 @@ class PostgresServer:
         if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", name):
             raise ValueError(f"not a plain database name: {name!r}")
         with psycopg.connect(
-            host=self.host, port=self.port, user=SUPERUSER, dbname="postgres",
-            connect_timeout=10, autocommit=True,
+            host=self.host,
+            port=self.port,
+            user=SUPERUSER,
+            dbname="postgres",
+            connect_timeout=10,
+            autocommit=True,
         ) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')  # name checked above: no quoting issue
         return self.url(name)
@@ -80,7 +84,8 @@ def find_bin_dir() -> Path:
     debian = Path("/usr/lib/postgresql")
     if debian.is_dir():
         versions = sorted(
-            (p for p in debian.iterdir() if p.name.isdigit()), key=lambda p: int(p.name),
+            (p for p in debian.iterdir() if p.name.isdigit()),
+            key=lambda p: int(p.name),
             reverse=True,
         )
         candidates.extend(v / "bin" for v in versions)
@@ -103,9 +108,17 @@ def _service_account() -> pwd.struct_passwd | None:
         except KeyError:
             continue
     subprocess.run(
-        ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
-         SERVICE_ACCOUNT],
-        check=True, capture_output=True, timeout=COMMAND_TIMEOUT_S,
+        [
+            "useradd",
+            "--system",
+            "--no-create-home",
+            "--shell",
+            "/usr/sbin/nologin",
+            SERVICE_ACCOUNT,
+        ],
+        check=True,
+        capture_output=True,
+        timeout=COMMAND_TIMEOUT_S,
     )
     return pwd.getpwnam(SERVICE_ACCOUNT)
 
@@ -137,9 +150,19 @@ def running_postgres(bin_dir: Path | None = None) -> Iterator[PostgresServer]:
             os.chown(base, account.pw_uid, account.pw_gid)
         data = base / "data"
         _run(
-            [str(bin_dir / "initdb"), "-D", str(data), "-U", SUPERUSER, "--auth=trust",
-             "--encoding=UTF8", "--no-locale", "--no-sync"],
-            account, "initdb",
+            [
+                str(bin_dir / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                SUPERUSER,
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--no-locale",
+                "--no-sync",
+            ],
+            account,
+            "initdb",
         )
         port = _free_port()
         options = (
@@ -147,17 +170,39 @@ def running_postgres(bin_dir: Path | None = None) -> Iterator[PostgresServer]:
             "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
         )
         _run(
-            [str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(base / "server.log"), "-w",
-             "-t", str(START_TIMEOUT_S), "-o", options, "start"],
-            account, "pg_ctl start",
+            [
+                str(bin_dir / "pg_ctl"),
+                "-D",
+                str(data),
+                "-l",
+                str(base / "server.log"),
+                "-w",
+                "-t",
+                str(START_TIMEOUT_S),
+                "-o",
+                options,
+                "start",
+            ],
+            account,
+            "pg_ctl start",
         )
         try:
             yield PostgresServer("127.0.0.1", port, bin_dir, data)
         finally:
             _run(
-                [str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "-t", "30",
-                 "stop"],
-                account, "pg_ctl stop",
+                [
+                    str(bin_dir / "pg_ctl"),
+                    "-D",
+                    str(data),
+                    "-m",
+                    "immediate",
+                    "-w",
+                    "-t",
+                    "30",
+                    "stop",
+                ],
+                account,
+                "pg_ctl stop",
             )
     finally:
         shutil.rmtree(base, ignore_errors=True)

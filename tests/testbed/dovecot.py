@@ -180,6 +180,7 @@ service imap-login {{
 #: The destination login whose quota is OVERQUOTA_LIMIT (everyone else is unlimited).
 OVERQUOTA_LOGIN = "overquota@dest.test"
 OVERQUOTA_LIMIT = "64K"
+_QUOTA_EXPR = f"%{{if;%u;eq;{OVERQUOTA_LOGIN};{OVERQUOTA_LIMIT};0}}"  # Dovecot's conditional
 
 
 def destination(root: Path, password: str) -> DovecotServer:
@@ -200,7 +201,7 @@ passdb {{
 # One login has a tiny quota (over-quota tests); storage=0 means unlimited for everyone else.
 userdb {{
   driver = static
-  args = allow_all_users=yes quota_rule=*:storage=%{{if;%u;eq;{OVERQUOTA_LOGIN};{OVERQUOTA_LIMIT};0}}
+  args = allow_all_users=yes quota_rule=*:storage={_QUOTA_EXPR}
 }}
 mail_plugins = $mail_plugins quota
 protocol imap {{

@@ -52,11 +52,18 @@ def journal(journal_url: str) -> Iterator[Journal]:
         yield j
 
 
-def entry(uid: int, body: str, uidvalidity: int = 7, flags: frozenset[str] = frozenset()
-          ) -> LedgerEntry:
+def entry(
+    uid: int, body: str, uidvalidity: int = 7, flags: frozenset[str] = frozenset()
+) -> LedgerEntry:
     return LedgerEntry(
-        folder="INBOX", uidvalidity=uidvalidity, uid=uid, sha256=f"{body:0>64}"[:64],
-        size=100 + uid, internaldate=WHEN, flags=flags, message_id=f"<{body}@acme.test>",
+        folder="INBOX",
+        uidvalidity=uidvalidity,
+        uid=uid,
+        sha256=f"{body:0>64}"[:64],
+        size=100 + uid,
+        internaldate=WHEN,
+        flags=flags,
+        message_id=f"<{body}@acme.test>",
     )
 
 
@@ -109,8 +116,9 @@ def test_set_load_state_and_counts(journal: Journal) -> None:
     ids = {e.uid: e.id or 0 for e in journal.entries(TENANT, USER.key)}
 
     journal.set_load_state([ids[1], ids[2], ids[3]], LoadState.loaded, dest_folder="INBOX")
-    journal.set_load_state([ids[4]], LoadState.failed, error_code="SXM-DST-004",
-                           error_detail="too big")
+    journal.set_load_state(
+        [ids[4]], LoadState.failed, error_code="SXM-DST-004", error_detail="too big"
+    )
     journal.set_load_state([], LoadState.failed)  # nothing to do, no error
 
     assert journal.counts_by_state(TENANT) == {"loaded": 3, "failed": 1, "staged": 1}
@@ -121,8 +129,14 @@ def test_set_load_state_and_counts(journal: Journal) -> None:
 
 
 def test_user_status_survives_rediscovery(journal: Journal) -> None:
-    journal.set_user_status(TENANT, USER.key, "failed", error_code="SXM-USR-003",
-                            error_message="taken", load_started=WHEN)
+    journal.set_user_status(
+        TENANT,
+        USER.key,
+        "failed",
+        error_code="SXM-USR-003",
+        error_message="taken",
+        load_started=WHEN,
+    )
     journal.upsert_users(TENANT, [USER, ScalixUser("Ann Bo", "acme", addresses=("ann@acme.test",))])
 
     rows = {r.user_key: r for r in journal.user_rows(TENANT)}
@@ -140,8 +154,9 @@ def _dead_pid() -> int:
 
 def _holder(journal: Journal) -> str | None:
     with journal.engine.connect() as conn:
-        value = conn.scalar(users.select().with_only_columns(users.c.claimed_by)
-                            .where(users.c.user_key == USER.key))
+        value = conn.scalar(
+            users.select().with_only_columns(users.c.claimed_by).where(users.c.user_key == USER.key)
+        )
     return None if value is None else str(value)
 
 
@@ -199,8 +214,12 @@ def test_racing_workers_exactly_one_wins_the_claim(journal_url: str) -> None:
     journals = [Journal.open(url=journal_url) for _ in range(n)]
     journals[0].upsert_users(TENANT, [USER])
     try:
-        results = _race(n, lambda i: journals[i].claim_user(
-            TENANT, USER.key, worker=f"other-host.example:{100 + i}"))
+        results = _race(
+            n,
+            lambda i: journals[i].claim_user(
+                TENANT, USER.key, worker=f"other-host.example:{100 + i}"
+            ),
+        )
     finally:
         for j in journals:
             j.close()
