@@ -44,6 +44,8 @@ class ReportFiles:
     summary_md: Path
     report_html: Path
     commands_csv: Path
+    summary: str  # the Markdown of summary.md
+    users: list[dict[str, Any]]  # the users table as records (see records_of)
 
 
 def users_frame(journal: Journal, tenant: str) -> pd.DataFrame:
@@ -200,6 +202,8 @@ def write_reports(journal: Journal, tenant: str, directory: Path) -> ReportFiles
         directory / "summary.md",
         directory / "report.html",
         directory / "commands.csv",
+        summary,
+        records_of(users),
     )
     users.to_csv(files.users_csv, index=False)
     failures.to_csv(files.failures_csv, index=False)
@@ -213,8 +217,12 @@ def write_reports(journal: Journal, tenant: str, directory: Path) -> ReportFiles
 
 
 def users_table(journal: Journal, tenant: str) -> list[dict[str, Any]]:
-    """The users table as plain records (for Prefect table artifacts and the CLI)."""
-    frame = users_frame(journal, tenant)
+    """The users table as plain records (for the CLI)."""
+    return records_of(users_frame(journal, tenant))
+
+
+def records_of(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """Rows as plain dicts, missing values as "" (Prefect table artifacts, the CLI)."""
     return [
         {
             k: ("" if v is None or (isinstance(v, float) and pd.isna(v)) else v)

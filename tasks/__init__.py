@@ -23,7 +23,7 @@ from scalix_migrate.config import TenantConfig
 from scalix_migrate.discovery import Discovery
 from scalix_migrate.errors import is_retryable
 from scalix_migrate.records import ScalixUser
-from scalix_migrate.report import summary_markdown, users_frame, users_table, write_reports
+from scalix_migrate.report import write_reports
 from scalix_migrate.secrets import register_resolver
 
 # Retry delays live here once, so tests can shorten them (see tests/flows/conftest.py).
@@ -166,18 +166,13 @@ def build_report(config: TenantConfig) -> str:
     """Write the report files and publish the users table and summary as artifacts."""
     with steps.journal_for(config) as journal:
         files = write_reports(journal, config.tenant, config.options.reports_dir)
-        table = users_table(journal, config.tenant)
-        users = users_frame(journal, config.tenant)
-        from scalix_migrate.report import failures_frame
-
-        summary = summary_markdown(config.tenant, users, failures_frame(journal, config.tenant))
     create_table_artifact(
         key=artifact_key(config.tenant, "users"),
-        table=table or [{}],
+        table=files.users or [{}],
         description="Per-user results",
     )
     create_markdown_artifact(
         key=artifact_key(config.tenant, "summary"),
-        markdown=summary + f"\nReport files: `{files.directory}`\n",
+        markdown=files.summary + f"\nReport files: `{files.directory}`\n",
     )
     return str(files.directory)
