@@ -9,7 +9,6 @@ so ``only_failed`` reruns and the reports read the truth.
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, is_dataclass
@@ -17,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 
 from scalix_migrate.config import TenantConfig
-from scalix_migrate.discovery import Discovery
+from scalix_migrate.discovery import Discovery, matches
 from scalix_migrate.errors import MigrationError, UserError
 from scalix_migrate.records import ScalixUser
 from scalix_migrate.state import Journal
@@ -43,15 +42,6 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def matches(user: ScalixUser, patterns: Sequence[str]) -> bool:
-    """True when any pattern names the user (key, any address, display name, auth id)."""
-    names = [user.key, user.display_name, user.name, *(user.addresses)]
-    if user.auth_id:
-        names.append(user.auth_id)
-    lowered = [n.lower() for n in names]
-    return any(fnmatch.fnmatchcase(n, p.lower()) for p in patterns for n in lowered)
-
-
 def select_users(
     cfg: TenantConfig,
     discovered: Sequence[ScalixUser],
@@ -59,21 +49,17 @@ def select_users(
     users: Sequence[str] | None = None,
     only_failed: bool = False,
 ) -> tuple[list[ScalixUser], list[str]]:
-    """Apply the config's include/exclude, then the run's ``users``/``only_failed``.
+    """Narrow the discovered users (the config's include/exclude already applied) to the
+    run's ``users`` and/or the users the journal marks failed.
 
     Returns the selected users and the requested names that matched nobody (an operator's
     typo must not pass silently).
     """
-    selected = [
-        u
-        for u in discovered
-        if (not cfg.options.users.include or matches(u, cfg.options.users.include))
-        and not matches(u, cfg.options.users.exclude)
-    ]
+    selected = list(discovered)
     unknown: list[str] = []
     if users:
-        unknown = [name for name in users if not any(matches(u, [name]) for u in selected)]
-        selected = [u for u in selected if matches(u, users)]
+        unknown = [name for name in users if not any(matches(u, name) for u in selected)]
+        selected = [u for u in selected if any(matches(u, name) for name in users)]
     if only_failed:
         with journal_for(cfg) as journal:
             failed = set(journal.users_with_status(cfg.tenant, "failed"))
