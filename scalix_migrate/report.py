@@ -15,7 +15,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from scalix_migrate.errors import CATALOGUE
-from scalix_migrate.records import LoadState
+from scalix_migrate.records import ItemClass, LoadState
 from scalix_migrate.state import Journal, folders, messages
 
 USER_COLUMNS = [
@@ -29,6 +29,9 @@ USER_COLUMNS = [
     "skipped",
     "failed",
     "bytes",
+    "appointments",
+    "contacts",
+    "tasks",
     "duration_s",
     "msg_per_s",
     "error_code",
@@ -64,6 +67,17 @@ def users_frame(journal: Journal, tenant: str) -> pd.DataFrame:
             ).all(),
             columns=["user", "state", "n", "bytes"],
         )
+        kinds = pd.DataFrame(
+            conn.execute(
+                sa.select(messages.c.user_key, messages.c.item_class, sa.func.count())
+                .where(
+                    messages.c.tenant == tenant,
+                    messages.c.load_state != LoadState.superseded.value,
+                )
+                .group_by(messages.c.user_key, messages.c.item_class)
+            ).all(),
+            columns=["user", "kind", "n"],
+        )
         fold = pd.DataFrame(
             conn.execute(
                 sa.select(folders.c.user_key, sa.func.count())
@@ -83,6 +97,8 @@ def users_frame(journal: Journal, tenant: str) -> pd.DataFrame:
         duration = (end - start).total_seconds() if start and end and end >= start else None
         loaded = int(by_state.get(LoadState.loaded.value, 0))
         nf = fold.loc[fold["user"] == u.user_key, "folders"]
+        mine_kinds = kinds[kinds["user"] == u.user_key]
+        by_kind = dict(zip(mine_kinds["kind"], mine_kinds["n"], strict=True))
         rows.append(
             {
                 "user": u.user_key,
@@ -95,6 +111,9 @@ def users_frame(journal: Journal, tenant: str) -> pd.DataFrame:
                 "skipped": int(by_state.get(LoadState.skipped.value, 0)),
                 "failed": int(by_state.get(LoadState.failed.value, 0)),
                 "bytes": loaded_bytes,
+                "appointments": int(by_kind.get(ItemClass.appointment.value, 0)),
+                "contacts": int(by_kind.get(ItemClass.contact.value, 0)),
+                "tasks": int(by_kind.get(ItemClass.task.value, 0)),
                 "duration_s": round(duration, 1) if duration is not None else None,
                 "msg_per_s": round(loaded / duration, 1) if duration and loaded else None,
                 "error_code": u.error_code or "",
