@@ -59,6 +59,7 @@ from scalix_migrate.destinations.base import (
     user_placeholders,
 )
 from scalix_migrate.errors import ItemError, TransientError, UserError
+from scalix_migrate.imapfetch import fetch as imap_fetch
 from scalix_migrate.records import ScalixUser
 from scalix_migrate.xoauth2 import TokenSource
 
@@ -522,7 +523,9 @@ class ImapDestination:
             uids = c.search("ALL")
             out: dict[int, dict[bytes, Any]] = {}
             for i in range(0, len(uids), 500):
-                out.update(c.fetch(uids[i : i + 500], ["RFC822.SIZE", "FLAGS", "INTERNALDATE"]))
+                out.update(
+                    imap_fetch(c, uids[i : i + 500], ["RFC822.SIZE", "FLAGS", "INTERNALDATE"])
+                )
             return out
 
         info = self._retrying("FETCH", meta, folder=folder)
@@ -542,7 +545,7 @@ class ImapDestination:
     ) -> Iterator[DestinationMessage]:
         def fetch(c: IMAPClient) -> dict[int, dict[bytes, Any]]:
             c.select_folder(folder, readonly=True)
-            return dict(c.fetch(uids, ["BODY.PEEK[]"]))
+            return imap_fetch(c, uids, ["BODY.PEEK[]"])
 
         bodies = self._retrying("FETCH", fetch, folder=folder)
         for uid in uids:

@@ -30,10 +30,11 @@ from typing import Any
 
 from imapclient import IMAPClient, SocketTimeout
 from imapclient import exceptions as imap_exc
-from imapclient.response_parser import parse_fetch_response
 
 from scalix_migrate.config import TenantConfig, TLSMode
 from scalix_migrate.errors import FatalError, ItemError, TransientError, UserError
+from scalix_migrate.imapfetch import fetch as imap_fetch
+from scalix_migrate.imapfetch import parse_fetch
 from scalix_migrate.records import FetchedMessage, ScalixUser, SourceFolder
 from scalix_migrate.scalix.listparse import DEFAULT_SHARED_ROOTS, parse_list_response
 
@@ -333,7 +334,7 @@ class ScalixMailbox:
 
     def _fetch_raw(self, uids: Sequence[int], items: list[bytes], folder: str) -> dict[int, Any]:
         with self._guard(folder=folder):
-            response = self.client.fetch(list(uids), items)
+            response = imap_fetch(self.client, list(uids), items)
         wanted = set(uids)
         # imapclient keys answers by UID; unsolicited FETCH responses (flag updates from other
         # sessions) carry only FLAGS and are ignored.
@@ -375,7 +376,7 @@ class ScalixMailbox:
                 )
             typ, data = imap._untagged_response(typ, data, "FETCH")
         # Keyed by sequence number: answers without a UID are unsolicited and dropped.
-        response = parse_fetch_response(data, False, False)
+        response = parse_fetch(data, False, False)
         return {
             int(v[b"UID"]): _decode_flags(v.get(b"FLAGS", ()))
             for v in response.values()

@@ -1,0 +1,57 @@
+"""The fast FETCH parser answers exactly as imapclient's parser, or leaves it to imapclient."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from imapclient.response_parser import parse_fetch_response
+
+from scalix_migrate import imapfetch
+
+BODY = b"Message-ID: <a@b>\r\n\r\nhello \xe4 ) {3}\r\n"
+SHAPES: list[list[Any]] = [
+    [
+        b"1 (UID 7 RFC822.SIZE 120 FLAGS (\\Seen $Forwarded Projekt_X) "
+        b'INTERNALDATE "01-Feb-2020 10:00:00 +0100")'
+    ],
+    [b'2 (UID 9 FLAGS () INTERNALDATE " 3-Mar-2003 23:59:59 -0800" RFC822.SIZE 0)'],
+    [
+        (
+            b"3 (UID 11 RFC822.SIZE %d FLAGS (\\Answered) "
+            b'INTERNALDATE "01-Jan-2000 00:00:00 +0000" BODY[] {%d}' % (len(BODY), len(BODY)),
+            BODY,
+        ),
+        b")",
+    ],
+    [(b"4 (UID 12 BODY[] {%d}" % len(BODY), BODY), b")", b"4 (FLAGS (\\Seen))"],
+    [b"5 (FLAGS (\\Deleted) UID 13)", b"6 (UID 14 FLAGS (\\Seen \\Flagged))"],
+    # Shapes for imapclient: a numeric keyword, NIL, leading zeros, a quoted size, a trailer.
+    [b'7 (UID 15 FLAGS (\\Seen 123) INTERNALDATE "01-Feb-2020 10:00:00 +0100")'],
+    [b"8 (UID 16 FLAGS (NIL))"],
+    [b"9 (UID 0017 RFC822.SIZE 01)"],
+    [(b"10 (UID 18 BODY[] {%d}" % len(BODY), BODY), b" FLAGS (\\Seen))"],
+    [b'11 (UID 19 INTERNALDATE "garbage")'],
+    [b"12 (UID 20 FLAGS (%Odd [x]))"],
+    [None],
+]
+
+
+@pytest.mark.parametrize("data", SHAPES)
+@pytest.mark.parametrize("normalise", [False, True])
+@pytest.mark.parametrize("uid_is_key", [False, True])
+def test_parse_fetch_equals_imapclient(data: list[Any], normalise: bool, uid_is_key: bool) -> None:
+    expected = dict(parse_fetch_response(data, normalise, uid_is_key))
+    assert imapfetch.parse_fetch(data, normalise, uid_is_key) == expected
+
+
+def test_fast_path_taken_for_our_shapes_and_refused_for_others() -> None:
+    for data in SHAPES[:5]:
+        assert imapfetch._fast(data, False, True) is not None, data
+    for data in SHAPES[5:9]:
+        assert imapfetch._fast(data, False, True) is None, data
+
+
+def test_flag_list_without_catastrophic_backtracking() -> None:
+    data = [b"1 (UID 2 FLAGS (" + b"a" * 5000 + b"%))"]
+    assert imapfetch._fast(data, False, True) is None
