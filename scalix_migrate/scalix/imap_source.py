@@ -34,7 +34,7 @@ from imapclient import exceptions as imap_exc
 from scalix_migrate.config import TenantConfig, TLSMode
 from scalix_migrate.errors import FatalError, ItemError, TransientError, UserError
 from scalix_migrate.imapfetch import fetch as imap_fetch
-from scalix_migrate.imapfetch import parse_fetch
+from scalix_migrate.imapfetch import parse_fetch, quiet_protocol_trace
 from scalix_migrate.records import FetchedMessage, ScalixUser, SourceFolder
 from scalix_migrate.scalix.listparse import DEFAULT_SHARED_ROOTS, parse_list_response
 
@@ -225,6 +225,7 @@ class ScalixMailbox:
             except BaseException:
                 client.shutdown()
                 raise
+        quiet_protocol_trace(client)
         # Raw mUTF-7 names go to the server exactly as it listed them.
         client.folder_encode = False
         client.normalise_times = False

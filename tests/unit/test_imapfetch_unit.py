@@ -55,3 +55,15 @@ def test_fast_path_taken_for_our_shapes_and_refused_for_others() -> None:
 def test_flag_list_without_catastrophic_backtracking() -> None:
     data = [b"1 (UID 2 FLAGS (" + b"a" * 5000 + b"%))"]
     assert imapfetch._fast(data, False, True) is None
+
+
+def test_quiet_protocol_trace_turns_imaplib_trace_off() -> None:
+    class FakeImap:
+        debug = 5
+
+    class FakeClient:
+        _imap = FakeImap()
+
+    client: Any = FakeClient()
+    imapfetch.quiet_protocol_trace(client)
+    assert client._imap.debug == 0
