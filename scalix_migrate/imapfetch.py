@@ -21,7 +21,8 @@ from datetime import datetime
 from typing import Any
 
 from imapclient import IMAPClient
-from imapclient.datetime_util import parse_to_datetime
+from imapclient.datetime_util import datetime_to_native, parse_to_datetime
+from imapclient.fixed_offset import FixedOffset
 from imapclient.imapclient import join_message_ids, seq_to_parenstr_upper
 from imapclient.response_parser import parse_fetch_response
 
@@ -40,15 +41,54 @@ _ATTR = re.compile(
 )
 _LITERAL = re.compile(rb" ?(BODY\[\]) \{" + _NUM + rb"\}\Z", re.IGNORECASE)
 _DIGITS = re.compile(rb"[0-9]+\Z")
+_MONTH_NAMES = (
+    b"Jan",
+    b"Feb",
+    b"Mar",
+    b"Apr",
+    b"May",
+    b"Jun",
+    b"Jul",
+    b"Aug",
+    b"Sep",
+    b"Oct",
+    b"Nov",
+    b"Dec",
+)
+_MONTHS = {name: i for i, name in enumerate(_MONTH_NAMES, start=1)}
+# RFC 3501 date-time: day as " 1" or "01"; exact month names; a numeric zone.
+_DATE = re.compile(
+    rb"( ?[0-9]|[0-9]{2})-(" + b"|".join(_MONTH_NAMES) + rb")-([0-9]{4}) "
+    rb"([0-9]{2}):([0-9]{2}):([0-9]{2}) ([+-][0-9]{4})\Z"
+)
 
 
 def _internaldate(value: bytes, normalise: bool) -> datetime | None:
-    # imapclient's _convert_INTERNALDATE: an unparsable date becomes None.
+    """imapclient's ``_convert_INTERNALDATE``: an unparsable date becomes None.
+
+    RFC 3501's own form is read directly (``parsedate_tz`` costs ~40 µs a call); the result
+    is built as ``parse_to_datetime`` builds it (a ``FixedOffset`` of float minutes).
+    Anything else, and ``-0000`` (which ``parsedate_tz`` reads as "no zone"), goes to it.
+    """
+    m = _DATE.match(value)
     try:
-        parsed: datetime = parse_to_datetime(value, normalise=normalise)
+        if m is None or m.group(7) == b"-0000":
+            parsed: datetime = parse_to_datetime(value, normalise=normalise)
+            return parsed
+        zone = m.group(7)
+        seconds = (int(zone[1:3]) * 3600 + int(zone[3:5]) * 60) * (-1 if zone[:1] == b"-" else 1)
+        dt = datetime(
+            int(m.group(3)),
+            _MONTHS[m.group(2)],
+            int(m.group(1)),
+            int(m.group(4)),
+            int(m.group(5)),
+            int(m.group(6)),
+            tzinfo=FixedOffset(seconds / 60),
+        )
     except ValueError:
         return None
-    return parsed
+    return datetime_to_native(dt) if normalise else dt
 
 
 def _attrs(text: bytes, pos: int, out: dict[bytes, Any], normalise: bool) -> int | None:
