@@ -23,6 +23,7 @@ from imapclient.exceptions import IMAPClientError, LoginError
 
 from scalix_migrate.config import ImapDestinationConfig, TenantConfig, TLSMode
 from scalix_migrate.errors import ConfigError
+from scalix_migrate.imapfetch import quiet_protocol_trace
 from scalix_migrate.preflight import Finding, finding
 from scalix_migrate.records import ScalixUser
 from scalix_migrate.scalix.imap_login import imap_quote, ssl_context
@@ -129,6 +130,7 @@ def imap_destination_findings(
             ssl_context=ctx,
             timeout=dest.timeout_s,
         )
+        quiet_protocol_trace(client)  # no DEBUG trace of the LOGIN line or of mail
         if dest.tls is TLSMode.starttls:
             client.starttls(ctx)
     except ssl.SSLCertVerificationError as exc:

@@ -18,6 +18,7 @@ from imapclient import IMAPClient
 
 from scalix_migrate.config import SourceIMAPConfig, TenantConfig, TLSMode
 from scalix_migrate.errors import FatalError, TransientError, UserError
+from scalix_migrate.imapfetch import quiet_protocol_trace
 from scalix_migrate.records import ScalixUser
 
 
@@ -65,6 +66,7 @@ def connect(imap: SourceIMAPConfig, host: str) -> Iterator[IMAPClient]:
             ssl_context=ctx,
             timeout=imap.timeout_s,
         )
+        quiet_protocol_trace(client)  # no DEBUG trace of the LOGIN line or of mail
         if imap.tls is TLSMode.starttls:
             client.starttls(ctx)
     except ssl.SSLCertVerificationError as exc:
