@@ -25,12 +25,14 @@ from scalix_migrate.errors import TransientError
 from scalix_migrate.extract import extract_user
 from scalix_migrate.records import FetchedMessage, LoadState, ScalixUser, SourceFolder
 from scalix_migrate.sandbox import Sandbox
-from scalix_migrate.sandbox.directory import DirectoryUser, FolderSpec, SeedMessage
+from scalix_migrate.sandbox.directory import SeedMessage
 from scalix_migrate.scalix.imap_source import FetchFailure, MessageInfo, ScalixMailbox
 from scalix_migrate.staging import StagingStore, sha256_hex
 from scalix_migrate.state import Journal
+from tests.support.users import add_test_user
 
 CEST = timezone(timedelta(hours=2))
+
 NESTED = "INBOX/Projekte/Größe"
 CYRILLIC = "Архив/2019 отчёты"
 
@@ -44,25 +46,7 @@ def tuned(cfg: TenantConfig, tmp_path: Path, **imap: Any) -> TenantConfig:
 
 
 def new_user(testbed: Any, folders: Sequence[str]) -> tuple[ScalixUser, str]:
-    tag = "x" + uuid.uuid4().hex[:8]
-    mailnode = testbed.directory().mailnodes[0]
-    du = DirectoryUser(
-        display_name=f"Extract {tag}",
-        mailnode=mailnode,
-        auth_id=tag,
-        addresses=[f"{tag}@example.test"],
-        password=uuid.uuid4().hex,
-        folders=[FolderSpec(name) for name in folders],
-    )
-    testbed.add_user(du)
-    user = ScalixUser(
-        display_name=du.display_name,
-        mailnode=mailnode,
-        auth_id=tag,
-        addresses=tuple(du.addresses),
-        has_message_store=True,
-    )
-    return user, du.addresses[0]
+    return add_test_user(testbed, "x" + uuid.uuid4().hex[:8], folders, display="Extract")
 
 
 def mail(i: int, *, mid: str | None = "auto", size: int = 0) -> bytes:

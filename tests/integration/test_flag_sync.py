@@ -22,10 +22,11 @@ import sqlalchemy as sa
 from scalix_migrate.extract import extract_user
 from scalix_migrate.load import load_user
 from scalix_migrate.records import ScalixUser
-from scalix_migrate.sandbox.directory import DirectoryUser, FolderSpec, SeedMessage
+from scalix_migrate.sandbox.directory import SeedMessage
 from scalix_migrate.state import Journal
 from scalix_migrate.verify import verify_user
 from tests.support.postgres import PostgresServer, session_postgres
+from tests.support.users import add_test_user
 from tests.testbed.imap import login
 
 CEST = timezone(timedelta(hours=2))
@@ -40,24 +41,7 @@ def _mail(i: int, tag: str) -> bytes:
 
 
 def _new_user(testbed: Any, tag: str) -> tuple[ScalixUser, str]:
-    mailnode = testbed.directory().mailnodes[0]
-    du = DirectoryUser(
-        display_name=f"Delta {tag}",
-        mailnode=mailnode,
-        auth_id=tag,
-        addresses=[f"{tag}@example.test"],
-        password=uuid.uuid4().hex,
-        folders=[FolderSpec("INBOX"), FolderSpec("Projekte")],
-    )
-    testbed.add_user(du)
-    user = ScalixUser(
-        display_name=du.display_name,
-        mailnode=mailnode,
-        auth_id=tag,
-        addresses=tuple(du.addresses),
-        has_message_store=True,
-    )
-    return user, du.addresses[0]
+    return add_test_user(testbed, tag, ["INBOX", "Projekte"], display="Delta")
 
 
 def _dest_flags(testbed: Any, login_name: str, folder: str) -> dict[bytes, frozenset[str]]:
