@@ -16,6 +16,8 @@ Invariants the rest of the code relies on:
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +57,28 @@ __all__ = [
 ]
 
 
+# SQLite answers "database is locked" at once, without its busy timeout, when connections
+# race to switch a fresh file to WAL (seen with workers opening a new journal together).
+_WAL_SWITCH_DEADLINE_S = 60.0
+
+
+def _use_wal(cur: Any) -> None:
+    """Put the database in WAL mode (persistent in the file), retrying the switch briefly."""
+    deadline = time.monotonic() + _WAL_SWITCH_DEADLINE_S
+    delay = 0.01
+    while True:
+        if str(cur.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal":
+            return
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.5)
+
+
 class Journal(UsersJournal, LedgerJournal, RepairsJournal, OpsJournal):
     """The migration state of one or more tenants."""
 
@@ -76,7 +100,7 @@ class Journal(UsersJournal, LedgerJournal, RepairsJournal, OpsJournal):
             @sa.event.listens_for(engine, "connect")
             def _pragmas(dbapi_conn: Any, _: Any) -> None:
                 cur = dbapi_conn.cursor()
-                cur.execute("PRAGMA journal_mode=WAL")
+                _use_wal(cur)
                 cur.execute("PRAGMA synchronous=NORMAL")
                 cur.close()
         else:
