@@ -127,6 +127,7 @@ def mark_loaded(
             dest_folder=dest_folder,
             dest_uid=sa.bindparam("new_dest_uid"),
             dest_flags=sa.bindparam("new_dest_flags"),
+            verified_gen=None,  # a new destination id: verify proves it afresh
             error_code=None,
             error_detail=None,
             updated_at=now,

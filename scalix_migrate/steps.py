@@ -26,16 +26,14 @@ T = TypeVar("T")
 
 
 def open_journal(cfg: TenantConfig) -> Journal:
-    return Journal.open(url=cfg.options.state.url, directory=cfg.options.state.dir)
+    """The tenant's journal, shared by every step of this process (not to be closed)."""
+    return Journal.shared(url=cfg.options.state.url, directory=cfg.options.state.dir)
 
 
 @contextmanager
 def journal_for(cfg: TenantConfig) -> Iterator[Journal]:
-    journal = open_journal(cfg)
-    try:
-        yield journal
-    finally:
-        journal.close()
+    # A context manager for the callers' shape; the shared journal stays open after it.
+    yield open_journal(cfg)
 
 
 def _now() -> datetime:

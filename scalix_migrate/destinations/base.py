@@ -37,6 +37,19 @@ class DestinationMessage:
     flags: frozenset[str]
     internaldate: datetime | None  # aware
     message_id: str | None
+    # The folder's generation when it was read (IMAP: UIDVALIDITY; None: the sink has none).
+    generation: str | None = None
+
+
+@dataclass(frozen=True)
+class Proven:
+    """Messages whose bytes verify already proved at the destination, in one folder
+    generation: a sink may list them without reading their bytes again (``sha256`` None),
+    as long as the folder still has that generation (an id then still names the same,
+    immutable message)."""
+
+    generation: str
+    ids: frozenset[str]
 
 
 @dataclass(frozen=True)
@@ -111,8 +124,12 @@ class Destination(Protocol):
         """The id of a message matching this identity, not in ``exclude``, or None."""
         ...
 
-    def messages(self, folder: str) -> Iterator[DestinationMessage]:
-        """Every message of ``folder`` with its size, hash where kept, flags and date."""
+    def messages(
+        self, folder: str, *, proven: Proven | None = None
+    ) -> Iterator[DestinationMessage]:
+        """Every message of ``folder`` with its size, hash where kept, flags, date and the
+        folder's generation. The bytes of ``proven`` ids may be left unread (``sha256`` and
+        ``message_id`` None) when the folder's generation is still ``proven.generation``."""
         ...
 
     def set_flags(
