@@ -201,6 +201,47 @@ def load_step(cfg: TenantConfig, user: ScalixUser) -> dict[str, Any]:
     return counts_of(result)
 
 
+def transfer_step(cfg: TenantConfig, user: ScalixUser, *, phase: Phase = "full") -> dict[str, Any]:
+    """Extract and load at once (:mod:`scalix_migrate.transfer`); the counts of both, the
+    extract's under ``extract_``-prefixed keys where the names meet."""
+    from scalix_migrate.transfer import transfer_user
+
+    now = _now()
+    result = run_user_step(
+        cfg,
+        user,
+        "transfer",
+        lambda j: transfer_user(cfg, j, user, phase=phase),
+        running="transferring",
+        done="loaded",
+        started_col="extract_started",
+        finished_col="load_finished",
+    )
+    with journal_for(cfg) as journal:
+        journal.set_user_status(
+            cfg.tenant,
+            user.key,
+            "loaded",
+            load_started=now,  # the load starts with the extract and follows it
+            extract_finished=result.extract_finished,
+        )
+        if result.load.stopped_code:
+            journal.release_user(cfg.tenant, user.key)
+            journal.set_user_status(
+                cfg.tenant,
+                user.key,
+                "paused",
+                error_code=result.load.stopped_code,
+                error_message="daily byte budget reached; resumes in the next run",
+            )
+    extracted = counts_of(result.extract)
+    loaded = counts_of(result.load)
+    return {
+        **{(f"extract_{k}" if k in loaded else k): v for k, v in extracted.items()},
+        **loaded,
+    }
+
+
 def verify_step(cfg: TenantConfig, user: ScalixUser) -> dict[str, Any]:
     """Verify the user's destination against the ledger; a mismatch fails the user."""
     from scalix_migrate.verify import verify_user
