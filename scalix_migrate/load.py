@@ -67,7 +67,7 @@ from scalix_migrate.destinations.base import (
 )
 from scalix_migrate.errors import ItemError, MigrationError, TransientError
 from scalix_migrate.feed import LoadFeed
-from scalix_migrate.flags import is_deleted, map_flags
+from scalix_migrate.flags import FlagMapper, is_deleted, map_flags
 from scalix_migrate.folders import FolderPlan, SourceFolderInfo, plan_folders
 from scalix_migrate.records import LedgerEntry, LoadState, ScalixUser, SpecialFolder
 from scalix_migrate.staging import StagingStore
@@ -363,6 +363,7 @@ class _Run:
         self._budget: int | None = None
         self._used = 0
         self._max_size: int | None = None
+        self._mappers: dict[bool, FlagMapper] = {}  # by keywords_allowed
 
     def item_failures(self) -> list[ItemFailure]:
         """Item errors in ledger order (batch by batch), whatever thread met them."""
@@ -535,8 +536,7 @@ class _Run:
 
         Serially, a broken connection is retried after reconciling the batch; in parallel the
         TransientError goes to the caller, which hands the batch back (see the class doc)."""
-        table = self.cfg.options.flags.map
-        allowed = dest.layout.keywords_allowed
+        mapper = self._mapper(dest)
         rows = list(batch)
         # Committed before the APPEND: a crash from here on leaves rows to reconcile, not redo.
         self.journal.set_load_state([_id(e) for e in rows], LoadState.appending, dest_folder=folder)
@@ -546,7 +546,7 @@ class _Run:
             items = [
                 AppendItem(
                     body=self.store.get(e.sha256, user=self.key),
-                    flags=map_flags(e.flags, table, keywords_allowed=allowed).flags,
+                    flags=mapper(e.flags),
                     internaldate=e.internaldate,
                 )
                 for e in rows
@@ -578,6 +578,14 @@ class _Run:
             self.claimed[folder].update(u for _, u, _ in loaded if u is not None)
             self.counts.appended += appended
             self.counts.bytes += appended_bytes
+
+    def _mapper(self, dest: Destination) -> FlagMapper:
+        allowed = dest.layout.keywords_allowed
+        mapper = self._mappers.get(allowed)
+        if mapper is None:
+            mapper = FlagMapper(self.cfg.options.flags.map, keywords_allowed=allowed)
+            self._mappers[allowed] = mapper
+        return mapper
 
     def fail(self, e: LedgerEntry, code: str, detail: str, *, index: int) -> None:
         self.journal.set_load_state(

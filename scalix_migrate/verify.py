@@ -37,7 +37,7 @@ from scalix_migrate.destinations.base import (
     Proven,
     open_destination,
 )
-from scalix_migrate.flags import comparable, map_flags
+from scalix_migrate.flags import FlagMapper, comparable
 from scalix_migrate.records import LedgerEntry, LoadState, ScalixUser
 from scalix_migrate.staging import StagingStore
 from scalix_migrate.state import Journal
@@ -207,7 +207,7 @@ def compare_folder(
         Difference("extra", dest_folder, None, None, m.id, f"not in the ledger ({m.size} bytes)")
         for m in extra
     ]
-    table = cfg.options.flags.map
+    mapper = FlagMapper(cfg.options.flags.map, keywords_allowed=dest.layout.keywords_allowed)
     for e, m in pairs:
         if m.sha256 is not None and m.sha256 != e.sha256:
             out.append(
@@ -226,9 +226,7 @@ def compare_folder(
                     "changed", dest_folder, e.folder, e.uid, m.id, f"size {e.size} became {m.size}"
                 )
             )
-        want = comparable(
-            map_flags(e.flags, table, keywords_allowed=dest.layout.keywords_allowed).flags
-        )
+        want = comparable(mapper(e.flags))
         have = comparable(m.flags)
         if want != have:
             out.append(
