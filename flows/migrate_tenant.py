@@ -117,7 +117,8 @@ def _procedure(
         return Completed(message=f"dry run: {len(runnable)} users would migrate")
     tasks.ensure_source_limit(config)
     try:
-        failed, paused = _migrate_users(config, runnable, phase)
+        with tasks.source_slots(config, len(runnable)):
+            failed, paused = _migrate_users(config, runnable, phase)
     finally:
         tasks.let_users_in(config)
 
@@ -166,7 +167,7 @@ def _migrate_users(
     paused_users: list[str] = []
     finished = 0
     while waiting or running:
-        while waiting and len(running) < config.options.concurrency.users:
+        while waiting and len(running) < tasks.users_at_once(config):
             user = waiting.popleft()
             running.append(_UserRun(user, chain[0][1](user)))
         concurrent.futures.wait(
