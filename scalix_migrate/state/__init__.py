@@ -143,19 +143,19 @@ class Journal(UsersJournal, LedgerJournal, RepairsJournal, OpsJournal):
         self.close()
 
     def _add_missing_columns(self) -> None:
-        """Add the ``messages`` columns newer than the journal file; idempotent.
+        """Add the columns newer than the journal file; idempotent.
 
         Two workers may both see a column missing: the loser's ALTER fails, and is fine as
         long as the column is there afterwards.
         """
-        for name in _LATER_COLUMNS:
-            if name in {c["name"] for c in sa.inspect(self.engine).get_columns("messages")}:
+        for table, name in _LATER_COLUMNS:
+            if name in {c["name"] for c in sa.inspect(self.engine).get_columns(table)}:
                 continue
             try:
                 with self.engine.begin() as conn:
-                    conn.execute(sa.text(f"ALTER TABLE messages ADD COLUMN {name} TEXT"))
+                    conn.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN {name} TEXT"))
             except sa.exc.DBAPIError:
-                names = {c["name"] for c in sa.inspect(self.engine).get_columns("messages")}
+                names = {c["name"] for c in sa.inspect(self.engine).get_columns(table)}
                 if name not in names:
                     raise
 
@@ -201,5 +201,9 @@ def _close_shared() -> None:
             _SHARED.popitem()[1][0].close()
 
 
-#: ``messages`` columns added after the first journals were written (all TEXT, nullable).
-_LATER_COLUMNS = ("dest_flags", "verified_gen")
+#: (table, column) added after the first journals were written (all TEXT, nullable).
+_LATER_COLUMNS = (
+    ("messages", "dest_flags"),
+    ("messages", "verified_gen"),
+    ("folders", "modseq"),
+)

@@ -58,6 +58,8 @@ folders = sa.Table(
     sa.Column("source_count", sa.Integer),
     sa.Column("replans", sa.Integer, nullable=False, server_default="0"),
     sa.Column("updated_at", sa.DateTime(timezone=True)),
+    # The source's HIGHESTMODSEQ (CONDSTORE) when this UIDVALIDITY was last read through.
+    sa.Column("modseq", sa.Text),
 )
 
 messages = sa.Table(
