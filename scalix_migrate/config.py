@@ -69,6 +69,9 @@ class SSHConfig(_Model):
     omcurrent: str | None = None
     connect_timeout_s: PositiveSeconds = 15.0
     command_timeout_s: PositiveSeconds = 300.0
+    reconnect_attempts: Annotated[int, Field(ge=0, le=10)] = Field(
+        3, description="reconnects per batch of admin commands when the connection is lost"
+    )
     commands: dict[str, str] = Field(
         default_factory=dict, description="overrides of admin command templates by name"
     )

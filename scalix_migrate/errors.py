@@ -69,6 +69,13 @@ _CODES = [
         "admin command output not understood",
         "The line is shown; override the command template or report the format.",
     ),
+    Code(
+        "SXM-SSH-007",
+        "SSH connection lost during admin commands",
+        "Reconnected and the unfinished commands rerun automatically, up to "
+        "source.ssh.reconnect_attempts times; if it persists, check the network path and "
+        "sshd's logs (MaxStartups, ClientAliveInterval) on the Scalix host.",
+    ),
     # source: IMAP
     Code("SXM-IMAP-001", "source IMAP unreachable", "Check source.imap.host/port and TLS mode."),
     Code(
