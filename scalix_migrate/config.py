@@ -234,6 +234,25 @@ class Concurrency(_Model):
     connects_per_second: Annotated[float, Field(gt=0, le=10)] = 5.0
 
 
+class RetryOptions(_Model):
+    """How a step that failed with a transient fault (network, timeout, throttling) is rerun.
+
+    The defaults give a user whose source cannot be read up to four attempts and 22 s of
+    waiting in all, so it fails in well under a minute and the run moves on; a rerun of the
+    failed users picks it up later. Each wait is logged."""
+
+    attempts: Annotated[int, Field(ge=0, le=10)] = Field(
+        3, description="retries of a step after a transient fault (0: none)"
+    )
+    delays_s: list[Annotated[float, Field(ge=0, le=3600)]] = Field(
+        default_factory=lambda: [2.0, 5.0, 15.0],
+        min_length=1,
+        max_length=10,
+        description="seconds to wait before each retry; the last value repeats",
+        json_schema_extra={"expected": "a list of 1 to 10 waits in seconds, each 0 to 3600"},
+    )
+
+
 class StateOptions(_Model):
     dir: Path = Path(".scalix-migrate/state")
     url: str | None = Field(None, description="SQLAlchemy URL, e.g. postgresql+psycopg://…")
@@ -245,6 +264,7 @@ class Options(_Model):
     messages: MessageOptions = MessageOptions()
     flags: FlagOptions = FlagOptions()
     concurrency: Concurrency = Concurrency()
+    retries: RetryOptions = RetryOptions()
     staging_dir: Path = Path(".scalix-migrate/staging")
     reports_dir: Path = Path(".scalix-migrate/reports")
     state: StateOptions = StateOptions()

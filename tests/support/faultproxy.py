@@ -2,9 +2,10 @@
 
 :class:`FaultProxy` listens on a free loopback port and forwards every connection to one
 upstream port. Each accepted connection takes the next :class:`Fault` from the plan given to
-:meth:`FaultProxy.plan` (connections beyond the plan pass through untouched), so a test can say
-"the second connection drops mid-FETCH, the rest are fine". Faults act on the server-to-client
-direction, which is where a client notices them:
+:meth:`FaultProxy.plan`; connections beyond the plan get the fault given to
+:meth:`FaultProxy.always` (none by default). So a test can say "the second connection drops
+mid-FETCH, the rest are fine", or "every connection drops when this message comes down".
+Faults act on the server-to-client direction, which is where a client notices them:
 
 * ``drop_after=N``: forward N bytes of the server's reply, then reset both sides.
 * ``drop_on=b"..."``: when the server's bytes contain the pattern, the chunk holding it is
@@ -63,6 +64,7 @@ class FaultProxy:
         self.connections = 0
         self.faults_fired = 0
         self._plan: deque[Fault | None] = deque()
+        self._always = Fault()
         self._guard = threading.Lock()
         self._loop = asyncio.new_event_loop()
         self._server: asyncio.Server | None = None
@@ -93,9 +95,15 @@ class FaultProxy:
         with self._guard:
             self._plan.extend(faults)
 
+    def always(self, fault: Fault) -> None:
+        """The fault of every connection the plan does not cover (a permanent fault)."""
+        with self._guard:
+            self._always = fault
+
     def disarm(self) -> None:
         with self._guard:
             self._plan.clear()
+            self._always = Fault()
 
     def live_sent(self) -> list[int]:
         """Bytes each open connection has carried from the server so far."""
@@ -130,7 +138,7 @@ class FaultProxy:
     async def _handle(self, c_reader: asyncio.StreamReader, c_writer: asyncio.StreamWriter) -> None:
         with self._guard:
             self.connections += 1
-            fault = (self._plan.popleft() if self._plan else None) or Fault()
+            fault = (self._plan.popleft() if self._plan else self._always) or Fault()
             conn = _Conn(fault, base=fault.arm_after)
             self._live.append(conn)
         try:
