@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import imaplib
+import logging
 import re
 import socket
 import ssl
@@ -61,8 +62,11 @@ from scalix_migrate.destinations.base import (
 from scalix_migrate.errors import ItemError, TransientError, UserError
 from scalix_migrate.imapfetch import fetch as imap_fetch
 from scalix_migrate.imapfetch import quiet_protocol_trace
+from scalix_migrate.netfaults import classify, describe, destination_code
 from scalix_migrate.records import ScalixUser
 from scalix_migrate.xoauth2 import TokenSource
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -184,10 +188,11 @@ class ImapDestination:
             client.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if d.tls is TLSMode.starttls:
                 client.starttls(self._ssl_context())
-        except (OSError, IMAPClientError) as exc:
+        except (OSError, EOFError, IMAPClientError) as exc:
+            fault = classify(exc, connecting=True)
             raise TransientError(
-                f"cannot reach {d.host}:{d.effective_port} ({type(exc).__name__})",
-                code="SXM-DST-001",
+                describe(fault, f"destination {d.host}:{d.effective_port}"),
+                code=destination_code(fault),
                 user=self.user,
             ) from None
         try:
@@ -220,10 +225,11 @@ class ImapDestination:
                 code="SXM-DST-002",
                 user=self.user,
             ) from None
-        except (OSError, imaplib.IMAP4.abort) as exc:
+        except (OSError, EOFError, imaplib.IMAP4.abort) as exc:
+            fault = classify(exc)
             raise TransientError(
-                f"connection lost during login ({type(exc).__name__})",
-                code="SXM-DST-001",
+                describe(fault, "destination during login"),
+                code=destination_code(fault),
                 user=self.user,
             ) from None
 
@@ -248,22 +254,35 @@ class ImapDestination:
     ) -> T:
         """Run ``op`` with backoff on throttling and reconnects on drops (bounded)."""
         delay = 1.0
+        code = "SXM-DST-005"  # throttled, unless the last failure was a connection fault
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:
                 return op(self._c())
             except _Throttled as t:
-                wait = t.delay_s
-            except (OSError, imaplib.IMAP4.abort) as exc:
+                wait, code = t.delay_s, "SXM-DST-005"
+            except (OSError, EOFError, imaplib.IMAP4.abort) as exc:
                 self._close()
+                fault = classify(exc)
+                code = destination_code(fault)
                 if not idempotent:
                     raise TransientError(
-                        f"connection lost during {what} ({type(exc).__name__}); "
-                        "the loader reconciles the batch",
-                        code="SXM-DST-005",
+                        describe(fault, f"destination during {what}")
+                        + "; the loader reconciles the batch",
+                        code=code,
                         user=self.user,
                         folder=folder,
                         retry_after_s=delay,
                     ) from None
+                self.reconnects += 1
+                log.warning(
+                    "destination %s for %s: %s; reconnecting in %.0f s (attempt %d of %d)",
+                    what,
+                    self.user,
+                    describe(fault, self.dest.host),
+                    delay,
+                    attempt,
+                    MAX_ATTEMPTS,
+                )
                 wait = delay
             if attempt == MAX_ATTEMPTS or wait > MAX_SLEEP_S:
                 break
@@ -271,7 +290,7 @@ class ImapDestination:
             delay = min(delay * 2, MAX_SLEEP_S)
         raise TransientError(
             f"{what} still throttled or failing after {attempt} attempts",
-            code="SXM-DST-005",
+            code=code,
             user=self.user,
             folder=folder,
             retry_after_s=wait,
