@@ -26,6 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from scalix_migrate.errors import UserError
+from scalix_migrate.private import private_dir
 
 _SAFE = re.compile(r"[^A-Za-z0-9@._+-]")
 #: concurrent fsyncs at the end of a batch (bounded: the machine's disks are shared)
@@ -79,7 +80,7 @@ class StagingStore:
         final = self.path_for(digest)
         if final.exists():
             return digest, final
-        final.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(final.parent)  # mkstemp's files are 0600 already
         fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=".tmp-")
         try:
             with os.fdopen(fd, "wb") as fh:

@@ -24,6 +24,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from scalix_migrate.private import private_file
 from scalix_migrate.state.ledger import LedgerJournal
 from scalix_migrate.state.ops import OpsJournal
 from scalix_migrate.state.repairs import RepairsJournal
@@ -92,8 +93,7 @@ class Journal(UsersJournal, LedgerJournal, RepairsJournal, OpsJournal):
         """Open (and create) the journal at ``url`` or as SQLite in ``directory``."""
         if url is None:
             directory = Path(directory or ".scalix-migrate/state")
-            directory.mkdir(parents=True, exist_ok=True)
-            url = f"sqlite:///{directory / 'journal.sqlite'}"
+            url = f"sqlite:///{private_file(directory / 'journal.sqlite')}"
         if url.startswith("sqlite"):
             engine = sa.create_engine(url, connect_args={"timeout": 60})
 
