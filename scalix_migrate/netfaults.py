@@ -11,11 +11,15 @@ the operator without Python reprs (no ``b'...'``, no ``[b'...']``).
 
 from __future__ import annotations
 
+import contextvars
 import errno
 import imaplib
 import socket
 import ssl
-from dataclasses import dataclass
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Literal
 
 from imapclient import exceptions as imap_exc
@@ -124,3 +128,40 @@ def describe(fault: NetFault, where: str) -> str:
         "other": "failed",
     }[fault.kind]
     return f"{where} {what}: {fault.detail}"
+
+
+@dataclass
+class FaultTally:
+    """Connections lost and reopened while one user step ran (see :func:`counting`)."""
+
+    reconnects: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self) -> None:
+        with self._lock:
+            self.reconnects += 1
+
+
+# A context variable, not a global: each user step (a Prefect task thread) counts its own;
+# worker threads a step starts run in a copy of its context (contextvars.copy_context).
+_TALLY: contextvars.ContextVar[FaultTally | None] = contextvars.ContextVar(
+    "sxm_fault_tally", default=None
+)
+
+
+@contextmanager
+def counting() -> Iterator[FaultTally]:
+    """Count the reconnects :func:`note_reconnect` reports inside the block."""
+    tally = FaultTally()
+    token = _TALLY.set(tally)
+    try:
+        yield tally
+    finally:
+        _TALLY.reset(token)
+
+
+def note_reconnect() -> None:
+    """An adapter reopened a connection that was lost (counted for the running user step)."""
+    tally = _TALLY.get()
+    if tally is not None:
+        tally.add()

@@ -35,6 +35,8 @@ USER_COLUMNS = [
     "tasks",
     "duration_s",
     "msg_per_s",
+    "retries",
+    "reconnects",
     "error_code",
     "error",
 ]
@@ -117,6 +119,8 @@ def users_frame(journal: Journal, tenant: str) -> pd.DataFrame:
                 "tasks": int(by_kind.get(ItemClass.task.value, 0)),
                 "duration_s": round(duration, 1) if duration is not None else None,
                 "msg_per_s": round(loaded / duration, 1) if duration and loaded else None,
+                "retries": u.retries,
+                "reconnects": u.reconnects,
                 "error_code": u.error_code or "",
                 "error": u.error_message or "",
             }

@@ -62,7 +62,7 @@ from scalix_migrate.destinations.base import (
 from scalix_migrate.errors import ItemError, TransientError, UserError
 from scalix_migrate.imapfetch import fetch as imap_fetch
 from scalix_migrate.imapfetch import quiet_protocol_trace
-from scalix_migrate.netfaults import classify, describe, destination_code
+from scalix_migrate.netfaults import classify, describe, destination_code, note_reconnect
 from scalix_migrate.records import ScalixUser
 from scalix_migrate.xoauth2 import TokenSource
 
@@ -236,10 +236,14 @@ class ImapDestination:
     def _reconnect(self) -> None:
         self._close()
         self.reconnects += 1
+        note_reconnect()
         self._connect(refresh_token=True)
 
     def _c(self) -> IMAPClient:
         if self.client is None:
+            # Only a lost connection is closed before __exit__: this is a reconnect.
+            self.reconnects += 1
+            note_reconnect()
             self._connect(refresh_token=True)
         assert self.client is not None
         return self.client
@@ -273,7 +277,6 @@ class ImapDestination:
                         folder=folder,
                         retry_after_s=delay,
                     ) from None
-                self.reconnects += 1
                 log.warning(
                     "destination %s for %s: %s; reconnecting in %.0f s (attempt %d of %d)",
                     what,

@@ -42,6 +42,7 @@ import paramiko
 
 from scalix_migrate.config import TenantConfig
 from scalix_migrate.errors import ConfigError, FatalError, MigrationError, TransientError
+from scalix_migrate.netfaults import note_reconnect
 from scalix_migrate.state import Journal
 
 log = logging.getLogger(__name__)
@@ -348,6 +349,7 @@ class ScalixAdmin:
                     ) from None
                 with self._lock:
                     self.reconnects += 1
+                note_reconnect()
                 log.warning(
                     "ssh %s: connection lost after %d of %d commands of a batch; reconnecting "
                     "and running the other %d (attempt %d of %d)",

@@ -80,6 +80,14 @@ def _use_wal(cur: Any) -> None:
         delay = min(delay * 2, 0.5)
 
 
+# (table, column, DDL type) of columns added after the first journal files were written.
+_NEWER_COLUMNS = [
+    ("messages", "dest_flags", "TEXT"),
+    ("users", "retries", "INTEGER NOT NULL DEFAULT 0"),
+    ("users", "reconnects", "INTEGER NOT NULL DEFAULT 0"),
+]
+
+
 class Journal(UsersJournal, LedgerJournal, RepairsJournal, OpsJournal):
     """The migration state of one or more tenants."""
 
@@ -117,17 +125,18 @@ class Journal(UsersJournal, LedgerJournal, RepairsJournal, OpsJournal):
         self.close()
 
     def _add_missing_columns(self) -> None:
-        """Add columns newer than the journal file (``dest_flags``); idempotent.
+        """Add columns newer than the journal file; idempotent.
 
-        Two workers may both see the column missing: the loser's ALTER fails, and is fine
+        Two workers may both see a column missing: the loser's ALTER fails, and is fine
         as long as the column is there afterwards.
         """
-        if "dest_flags" in {c["name"] for c in sa.inspect(self.engine).get_columns("messages")}:
-            return
-        try:
-            with self.engine.begin() as conn:
-                conn.execute(sa.text("ALTER TABLE messages ADD COLUMN dest_flags TEXT"))
-        except sa.exc.DBAPIError:
-            names = {c["name"] for c in sa.inspect(self.engine).get_columns("messages")}
-            if "dest_flags" not in names:
-                raise
+        for table, column, ddl in _NEWER_COLUMNS:
+            if column in {c["name"] for c in sa.inspect(self.engine).get_columns(table)}:
+                continue
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN {column} {ddl}"))
+            except sa.exc.DBAPIError:
+                names = {c["name"] for c in sa.inspect(self.engine).get_columns(table)}
+                if column not in names:
+                    raise

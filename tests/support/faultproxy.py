@@ -5,14 +5,18 @@ upstream port. Each accepted connection takes the next :class:`Fault` from the p
 :meth:`FaultProxy.plan`; connections beyond the plan get the fault given to
 :meth:`FaultProxy.always` (none by default). So a test can say "the second connection drops
 mid-FETCH, the rest are fine", or "every connection drops when this message comes down".
-Faults act on the server-to-client direction, which is where a client notices them:
+Faults act on the server-to-client direction, which is where a client notices them, except
+``cut_upload_on``:
 
 * ``drop_after=N``: forward N bytes of the server's reply, then reset both sides.
 * ``drop_on=b"..."``: when the server's bytes contain the pattern, the chunk holding it is
   swallowed and both sides are closed: the server did the work, the client never hears of it
   (e.g. ``b"[APPENDUID"``: the APPEND was stored, its ``OK`` was lost).
-* ``stall_after=N``: after N bytes stop forwarding (both ways) until the connection is closed
-  by either side; the client's timeout must end it.
+* ``stall_after=N`` / ``stall_on=b"..."``: after N bytes, or from the chunk holding the
+  pattern, stop forwarding (both ways) until the connection is closed by either side; the
+  client's timeout must end it.
+* ``cut_upload_on=b"..."`` (client-to-server): the client's chunk holding the pattern is cut
+  64 bytes after it and both sides are reset (e.g. ``b"APPEND "``: a message half sent).
 * ``trickle=(size, delay)``: forward the server's bytes ``size`` at a time, ``delay`` seconds
   apart (slow, but not dead).
 
@@ -40,6 +44,8 @@ class Fault:
     drop_after: int | None = None
     drop_on: bytes | None = None
     stall_after: int | None = None
+    stall_on: bytes | None = None
+    cut_upload_on: bytes | None = None
     trickle: tuple[int, float] | None = None
     # Bytes of the server's stream to let through before the fault arms; the counts above
     # start there. Skips the greeting, a TLS or SSH handshake, the login.
@@ -65,6 +71,7 @@ class FaultProxy:
         self.faults_fired = 0
         self._plan: deque[Fault | None] = deque()
         self._always = Fault()
+        self._limit: int | None = None
         self._guard = threading.Lock()
         self._loop = asyncio.new_event_loop()
         self._server: asyncio.Server | None = None
@@ -95,15 +102,18 @@ class FaultProxy:
         with self._guard:
             self._plan.extend(faults)
 
-    def always(self, fault: Fault) -> None:
-        """The fault of every connection the plan does not cover (a permanent fault)."""
+    def always(self, fault: Fault, *, times: int | None = None) -> None:
+        """The fault of every connection the plan does not cover: a permanent fault, or one
+        that stops after firing ``times`` times in all (counted from now)."""
         with self._guard:
             self._always = fault
+            self._limit = None if times is None else self.faults_fired + times
 
     def disarm(self) -> None:
         with self._guard:
             self._plan.clear()
             self._always = Fault()
+            self._limit = None
 
     def live_sent(self) -> list[int]:
         """Bytes each open connection has carried from the server so far."""
@@ -148,7 +158,7 @@ class FaultProxy:
             return
         self._writers.update((c_writer, s_writer))
         stalled = asyncio.Event()
-        up = asyncio.ensure_future(self._pump_up(c_reader, s_writer, stalled))
+        up = asyncio.ensure_future(self._pump_up(c_reader, s_writer, conn, stalled))
         down = asyncio.ensure_future(self._pump_down(s_reader, c_writer, conn, stalled))
         try:
             await asyncio.wait([up, down], return_when=asyncio.FIRST_COMPLETED)
@@ -165,11 +175,24 @@ class FaultProxy:
                 self._live.remove(conn)
 
     async def _pump_up(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, stalled: asyncio.Event
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        conn: _Conn,
+        stalled: asyncio.Event,
     ) -> None:
         while data := await reader.read(_CHUNK):
             if stalled.is_set():
                 continue  # swallowed: a stalled server reads nothing either
+            with self._guard:
+                pattern = conn.fault.cut_upload_on
+            at = data.find(pattern) if pattern and not self._spent() else -1
+            if at >= 0:
+                # The command and a little of what follows reach the server, then the line dies.
+                writer.write(data[: at + len(pattern) + 64])
+                await writer.drain()
+                self._fired()
+                return
             writer.write(data)
             await writer.drain()
 
@@ -185,8 +208,13 @@ class FaultProxy:
                 fault, base, sent = conn.fault, conn.base, conn.sent
             armed = max(0, base - sent)  # offset in ``data`` where the fault is armed
             cut = None  # bytes of ``data`` to forward before the fault fires
+            if self._spent():
+                fault = Fault()
             if fault.drop_on is not None and fault.drop_on in data[armed:]:
                 cut = 0
+            elif fault.stall_on is not None and fault.stall_on in data[armed:]:
+                cut = 0
+                stalled.set()
             elif fault.drop_after is not None and sent + len(data) >= base + fault.drop_after:
                 cut = max(0, base + fault.drop_after - sent)
             elif fault.stall_after is not None and sent + len(data) >= base + fault.stall_after:
@@ -208,6 +236,10 @@ class FaultProxy:
                 await writer.drain()
             with self._guard:
                 conn.sent += len(data)
+
+    def _spent(self) -> bool:
+        with self._guard:
+            return self._limit is not None and self.faults_fired >= self._limit
 
     def _fired(self) -> None:
         with self._guard:
