@@ -148,7 +148,7 @@ def run_user_step(
                 user.key,
                 "failed",
                 error_code=exc.code,
-                error_message=f"{step}: {exc.message}",
+                error_message=f"{step}: {exc.message}{_item_of(exc)}",
             )
             raise
         except Exception as exc:
@@ -170,6 +170,14 @@ def run_user_step(
         if release:
             journal.release_user(cfg.tenant, user.key)
         return result
+
+
+def _item_of(exc: MigrationError) -> str:
+    """`` (folder=…, uid=…)`` for the report: which item the user failed on."""
+    where = ", ".join(
+        f"{k}={v}" for k, v in (("folder", exc.folder), ("uid", exc.uid)) if v is not None
+    )
+    return f" ({where})" if where else ""
 
 
 def _record_faults(

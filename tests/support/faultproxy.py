@@ -46,6 +46,8 @@ class Fault:
     stall_after: int | None = None
     stall_on: bytes | None = None
     cut_upload_on: bytes | None = None
+    # Sent to the client in place of the chunk ``drop_on`` swallows (e.g. a server's BYE).
+    say_instead: bytes = b""
     trickle: tuple[int, float] | None = None
     # Bytes of the server's stream to let through before the fault arms; the counts above
     # start there. Skips the greeting, a TLS or SSH handshake, the login.
@@ -211,7 +213,8 @@ class FaultProxy:
             if self._spent():
                 fault = Fault()
             if fault.drop_on is not None and fault.drop_on in data[armed:]:
-                cut = 0
+                data = fault.say_instead
+                cut = len(data)
             elif fault.stall_on is not None and fault.stall_on in data[armed:]:
                 cut = 0
                 stalled.set()
