@@ -13,6 +13,12 @@ from tests.testbed import ScalixTestbed
 __all__ = ["bed"]
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "/tests/faults/" in str(item.fspath):
+            item.add_marker(pytest.mark.faults)
+
+
 @pytest.fixture
 def ssh_proxy(testbed: ScalixTestbed) -> Iterator[FaultProxy]:
     with FaultProxy(testbed.ssh_port) as proxy:

@@ -21,7 +21,7 @@ from tests.support.faultproxy import Fault, FaultProxy
 from tests.support.fidelity import assert_user_migrated_exactly
 from tests.testbed.bed import scalix_default_folders
 
-pytestmark = pytest.mark.usefixtures("prefect_server")
+pytestmark = [pytest.mark.faults, pytest.mark.usefixtures("prefect_server")]
 
 POISON = b"X-Poison: d41d8cd98f00b204"
 

@@ -28,7 +28,7 @@ from scalix_migrate.sandbox.directory import DirectoryUser, SeedMessage
 from scalix_migrate.steps import journal_for
 from tests.testbed.bed import scalix_default_folders
 
-pytestmark = pytest.mark.usefixtures("prefect_server", "fast_retries")
+pytestmark = [pytest.mark.faults, pytest.mark.usefixtures("prefect_server", "fast_retries")]
 
 
 def encodings(secret: str) -> list[bytes]:

@@ -17,6 +17,7 @@ import copy
 import re
 from typing import Any
 
+import pytest
 import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -29,6 +30,8 @@ from scalix_migrate.imapfetch import parse_fetch
 from scalix_migrate.scalix import parsers
 from scalix_migrate.scalix.listparse import ListParseError, parse_list_response
 from scalix_migrate.scalix.parsers import UserListEntry
+
+pytestmark = pytest.mark.faults
 
 BOUNDED = settings(
     max_examples=150,
