@@ -62,7 +62,13 @@ from scalix_migrate.destinations.base import (
 from scalix_migrate.errors import ItemError, TransientError, UserError
 from scalix_migrate.imapfetch import fetch as imap_fetch
 from scalix_migrate.imapfetch import quiet_protocol_trace
-from scalix_migrate.netfaults import classify, describe, destination_code, note_reconnect
+from scalix_migrate.netfaults import (
+    classify,
+    describe,
+    destination_code,
+    note_reconnect,
+    plain_text,
+)
 from scalix_migrate.records import ScalixUser
 from scalix_migrate.xoauth2 import TokenSource
 
@@ -592,4 +598,4 @@ class ImapDestination:
 
 
 def _short(exc: BaseException) -> str:
-    return str(exc)[:200]
+    return plain_text(exc)[:200]  # the server's words, not a bytes repr

@@ -37,7 +37,7 @@ from scalix_migrate.config import TenantConfig, TLSMode
 from scalix_migrate.errors import FatalError, ItemError, TransientError, UserError
 from scalix_migrate.imapfetch import fetch as imap_fetch
 from scalix_migrate.imapfetch import parse_fetch, quiet_protocol_trace
-from scalix_migrate.netfaults import classify, describe, source_code
+from scalix_migrate.netfaults import classify, describe, plain_text, source_code
 from scalix_migrate.records import FetchedMessage, ScalixUser, SourceFolder
 from scalix_migrate.scalix.listparse import DEFAULT_SHARED_ROOTS, parse_list_response
 
@@ -282,7 +282,7 @@ class ScalixMailbox:
             except imaplib.IMAP4.abort:
                 raise
             except imaplib.IMAP4.error as err:  # BAD
-                typ, text = "BAD", str(err)
+                typ, text = "BAD", plain_text(err)
         if typ != "OK":
             raise UserError(
                 f"Scalix refused the mboxadmin login {name!r} for {self.user.display_name}: "
@@ -309,7 +309,7 @@ class ScalixMailbox:
         with self._guard():
             typ, data = self.client._imap.list('""', '"*"')
         if typ != "OK":
-            raise UserError(f"LIST failed: {data!r}", code="SXM-IMAP-005", user=self.user.key)
+            raise UserError(f"LIST failed: {_text(data)}", code="SXM-IMAP-005", user=self.user.key)
         return parse_list_response(
             data,
             include_shared=self.cfg.source.imap.include_shared_folders,

@@ -69,3 +69,15 @@ def test_a_connection_lost_every_time_ends_as_a_bounded_transient_error(
             admin.run_batch([BatchItem("omshowu_user", {"name": n}) for n in names])
     assert ssh_proxy.connections == 3
     assert "end markers" not in str(caught.value)
+
+
+def test_a_slow_ssh_link_gives_the_same_discovery(
+    bed: TenantSlice, ssh_proxy: FaultProxy, tmp_path: Path
+) -> None:
+    names = set(_users(bed, 4))
+    clean = discover_users(config(bed, tmp_path / "clean"))
+    ssh_proxy.always(Fault(trickle=(256, 0.001)))
+    slow = discover_users(config(bed, tmp_path / "slow", ssh={"port": ssh_proxy.port}))
+    assert names <= {u.auth_id for u in slow.all_users}
+    assert slow.all_users == clean.all_users
+    assert slow.failures == clean.failures == []
