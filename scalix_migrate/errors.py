@@ -76,6 +76,12 @@ _CODES = [
         "source.ssh.reconnect_attempts times; if it persists, check the network path and "
         "sshd's logs (MaxStartups, ClientAliveInterval) on the Scalix host.",
     ),
+    Code(
+        "SXM-SSH-008",
+        "admin command timed out",
+        "No answer within source.ssh.command_timeout_s: raise it for a large site, or run the "
+        "command shown by hand on the Scalix host to see whether it hangs.",
+    ),
     # source: IMAP
     Code(
         "SXM-IMAP-001",

@@ -441,7 +441,7 @@ class ScalixAdmin:
                 self._record(line, None, timeout)
             raise TransientError(
                 f"admin command timed out after {timeout:.0f}s on {self.host}: {line[:200]}",
-                code="SXM-SSH-001",
+                code="SXM-SSH-008",
             ) from None
         except (OSError, EOFError, paramiko.SSHException) as exc:
             self.close()

@@ -81,3 +81,20 @@ def test_a_slow_ssh_link_gives_the_same_discovery(
     assert names <= {u.auth_id for u in slow.all_users}
     assert slow.all_users == clean.all_users
     assert slow.failures == clean.failures == []
+
+
+def test_a_stalled_ssh_link_is_a_command_timeout_within_the_configured_time(
+    bed: TenantSlice, ssh_proxy: FaultProxy, tmp_path: Path
+) -> None:
+    names = _users(bed, 3)
+    cfg = config(bed, tmp_path, ssh={"port": ssh_proxy.port, "command_timeout_s": 2})
+    with ScalixAdmin(cfg) as admin:
+        # Part of the output arrives, then nothing (a stall before the exec itself is a channel
+        # that cannot open: reconnected like a drop).
+        ssh_proxy.arm_live(Fault(stall_after=1500))
+        started = time.monotonic()
+        with pytest.raises(TransientError) as caught:
+            admin.run_batch([BatchItem("omshowu_user", {"name": n}) for n in names])
+    assert time.monotonic() - started < 2 + 3
+    assert caught.value.code == "SXM-SSH-008"
+    assert "source.ssh.command_timeout_s" in caught.value.remedy
