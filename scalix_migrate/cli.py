@@ -24,6 +24,7 @@ from rich.table import Table
 
 from scalix_migrate.config import TenantConfig, load_config
 from scalix_migrate.errors import CATALOGUE, ConfigError, MigrationError
+from scalix_migrate.private import private_prefect_home
 
 app = typer.Typer(
     add_completion=False,
@@ -151,6 +152,7 @@ def run_flow(cfg: TenantConfig, **params: Any) -> Any:
     # machine its default 20 s start-up allowance is too short.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    private_prefect_home()
     from flows.migrate_tenant import migrate_tenant
 
     return migrate_tenant(config=cfg, return_state=True, **params)

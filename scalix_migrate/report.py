@@ -15,6 +15,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from scalix_migrate.errors import CATALOGUE
+from scalix_migrate.private import private_dir, write_private
 from scalix_migrate.records import ItemClass, LoadState
 from scalix_migrate.state import Journal, folders, messages
 
@@ -34,6 +35,8 @@ USER_COLUMNS = [
     "tasks",
     "duration_s",
     "msg_per_s",
+    "retries",
+    "reconnects",
     "error_code",
     "error",
 ]
@@ -116,6 +119,8 @@ def users_frame(journal: Journal, tenant: str) -> pd.DataFrame:
                 "tasks": int(by_kind.get(ItemClass.task.value, 0)),
                 "duration_s": round(duration, 1) if duration is not None else None,
                 "msg_per_s": round(loaded / duration, 1) if duration and loaded else None,
+                "retries": u.retries,
+                "reconnects": u.reconnects,
                 "error_code": u.error_code or "",
                 "error": u.error_message or "",
             }
@@ -209,8 +214,8 @@ td,th{{padding:4px 8px;border-bottom:1px solid #ddd;text-align:right}}</style></
 
 
 def write_reports(journal: Journal, tenant: str, directory: Path) -> ReportFiles:
-    """Write users.csv, failures.csv, commands.csv, summary.md and report.html."""
-    directory.mkdir(parents=True, exist_ok=True)
+    """Write users.csv, failures.csv, commands.csv, summary.md and report.html (0600)."""
+    private_dir(directory)
     users = users_frame(journal, tenant)
     failures = failures_frame(journal, tenant)
     summary = summary_markdown(tenant, users, failures)
@@ -224,14 +229,15 @@ def write_reports(journal: Journal, tenant: str, directory: Path) -> ReportFiles
         summary,
         records_of(users),
     )
-    users.to_csv(files.users_csv, index=False)
-    failures.to_csv(files.failures_csv, index=False)
-    pd.DataFrame(
+    write_private(files.users_csv, users.to_csv(index=False))
+    write_private(files.failures_csv, failures.to_csv(index=False))
+    commands = pd.DataFrame(
         journal.commands(tenant),
         columns=["id", "tenant", "at", "host", "command", "exit_status", "duration_s"],
-    ).to_csv(files.commands_csv, index=False)
-    files.summary_md.write_text(summary, encoding="utf-8")
-    files.report_html.write_text(_html(tenant, users, failures, summary), encoding="utf-8")
+    )
+    write_private(files.commands_csv, commands.to_csv(index=False))
+    write_private(files.summary_md, summary)
+    write_private(files.report_html, _html(tenant, users, failures, summary))
     return files
 
 
@@ -253,11 +259,11 @@ def records_of(frame: pd.DataFrame) -> list[dict[str, Any]]:
 
 def write_preflight_files(rows: list[dict[str, str]], directory: Path) -> list[Path]:
     """preflight.csv and preflight.md from the findings' rows."""
-    directory.mkdir(parents=True, exist_ok=True)
+    private_dir(directory)
     columns = ["severity", "code", "user", "message", "remedy"]
     frame = pd.DataFrame(rows, columns=columns)
     csv_path, md_path = directory / "preflight.csv", directory / "preflight.md"
-    frame.to_csv(csv_path, index=False)
+    write_private(csv_path, frame.to_csv(index=False))
     lines = ["# Preflight findings", ""]
     if frame.empty:
         lines.append("No findings: every check passed.")
@@ -268,5 +274,5 @@ def write_preflight_files(rows: list[dict[str, str]], directory: Path) -> list[P
         for r in frame.itertuples(index=False):
             cells = [str(getattr(r, c)).replace("|", "\\|") for c in columns]
             lines.append("| " + " | ".join(cells) + " |")
-    md_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_private(md_path, "\n".join(lines) + "\n")
     return [csv_path, md_path]

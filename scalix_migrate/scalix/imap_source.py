@@ -9,8 +9,10 @@ Everything leaving this module is normalised: :class:`SourceFolder`, :class:`Mes
 :class:`FetchedMessage` (UIDs int, flags frozensets of str, aware INTERNALDATEs) or
 :class:`FetchFailure` for a message the server would not return.
 
-Errors: a refused login is :class:`UserError` ``SXM-IMAP-002``; network trouble (refused
-connect, timeout, dropped connection, BYE) is :class:`TransientError` ``SXM-IMAP-001``; a
+Errors: a refused login is :class:`UserError` ``SXM-IMAP-002``; network trouble is
+:class:`TransientError` coded by what happened (:mod:`scalix_migrate.netfaults`): nothing
+answered or refused ``SXM-IMAP-001``, a working connection dropped (reset, EOF, BYE)
+``SXM-IMAP-007``, a read timeout ``SXM-IMAP-008``, a failed TLS handshake ``SXM-IMAP-009``; a
 certificate that does not verify is :class:`FatalError` ``SXM-IMAP-003`` (it is the same for
 every user); a folder that cannot be examined is :class:`ItemError` ``SXM-IMAP-005``.
 """
@@ -35,6 +37,7 @@ from scalix_migrate.config import TenantConfig, TLSMode
 from scalix_migrate.errors import FatalError, ItemError, TransientError, UserError
 from scalix_migrate.imapfetch import fetch as imap_fetch
 from scalix_migrate.imapfetch import parse_fetch, quiet_protocol_trace
+from scalix_migrate.netfaults import classify, describe, plain_text, source_code
 from scalix_migrate.records import FetchedMessage, ScalixUser, SourceFolder
 from scalix_migrate.scalix.listparse import DEFAULT_SHARED_ROOTS, parse_list_response
 
@@ -180,21 +183,31 @@ class ScalixMailbox:
         return self._client
 
     @contextmanager
-    def _guard(self, *, folder: str | None = None, uid: int | None = None) -> Iterator[None]:
-        """Turn network failures into TransientError, certificate failures into FatalError."""
+    def _guard(
+        self, *, folder: str | None = None, uid: int | None = None, connecting: bool = False
+    ) -> Iterator[None]:
+        """Turn network failures into TransientError coded by what happened (refused, lost,
+        timed out, TLS), certificate failures into FatalError (the same for every user)."""
+        imap = self.cfg.source.imap
         try:
             yield
-        except ssl.SSLCertVerificationError as err:
-            raise FatalError(
-                f"the certificate of {self.cfg.source.imap_host} does not verify "
-                f"({err.verify_message})",
-                code="SXM-IMAP-003",
-            ) from None
-        except (imap_exc.IMAPClientAbortError, imaplib.IMAP4.abort, OSError, EOFError) as err:
+        except (
+            imap_exc.IMAPClientAbortError,
+            imaplib.IMAP4.abort,
+            OSError,
+            EOFError,
+        ) as err:
+            fault = classify(err, connecting=connecting)
+            where = f"source IMAP {self.cfg.source.imap_host}:{imap.effective_port}"
+            if fault.kind == "tls-verify":
+                raise FatalError(
+                    f"the certificate of {self.cfg.source.imap_host} does not verify "
+                    f"({fault.detail})",
+                    code="SXM-IMAP-003",
+                ) from None
             raise TransientError(
-                f"IMAP connection to {self.cfg.source.imap_host} failed: "
-                f"{type(err).__name__}: {err}",
-                code="SXM-IMAP-001",
+                describe(fault, where),
+                code=source_code(fault),
                 user=self.user.key,
                 folder=folder,
                 uid=uid,
@@ -212,7 +225,7 @@ class ScalixMailbox:
         imap = self.cfg.source.imap
         host = self.cfg.source.imap_host
         timeout = SocketTimeout(connect=min(30.0, imap.timeout_s), read=imap.timeout_s)
-        with self._guard():
+        with self._guard(connecting=True):
             client = IMAPClient(
                 host,
                 port=imap.effective_port,
@@ -273,7 +286,7 @@ class ScalixMailbox:
             except imaplib.IMAP4.abort:
                 raise
             except imaplib.IMAP4.error as err:  # BAD
-                typ, text = "BAD", str(err)
+                typ, text = "BAD", plain_text(err)
         if typ != "OK":
             raise UserError(
                 f"Scalix refused the mboxadmin login {name!r} for {self.user.display_name}: "
@@ -313,7 +326,7 @@ class ScalixMailbox:
         with self._guard():
             typ, data = self.client._imap.list('""', '"*"')
         if typ != "OK":
-            raise UserError(f"LIST failed: {data!r}", code="SXM-IMAP-005", user=self.user.key)
+            raise UserError(f"LIST failed: {_text(data)}", code="SXM-IMAP-005", user=self.user.key)
         return parse_list_response(
             data,
             include_shared=self.cfg.source.imap.include_shared_folders,

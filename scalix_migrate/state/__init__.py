@@ -28,6 +28,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from scalix_migrate.private import private_file
 from scalix_migrate.state.ledger import LedgerJournal
 from scalix_migrate.state.ops import OpsJournal
 from scalix_migrate.state.repairs import RepairsJournal
@@ -81,6 +82,16 @@ def _use_wal(cur: Any) -> None:
                 raise
         time.sleep(delay)
         delay = min(delay * 2, 0.5)
+
+
+# (table, column, DDL type) of columns added after the first journal files were written.
+_NEWER_COLUMNS = [
+    ("messages", "dest_flags", "TEXT"),
+    ("messages", "verified_gen", "TEXT"),
+    ("folders", "modseq", "TEXT"),
+    ("users", "retries", "INTEGER NOT NULL DEFAULT 0"),
+    ("users", "reconnects", "INTEGER NOT NULL DEFAULT 0"),
+]
 
 
 class Journal(UsersJournal, LedgerJournal, RepairsJournal, OpsJournal):
@@ -148,15 +159,15 @@ class Journal(UsersJournal, LedgerJournal, RepairsJournal, OpsJournal):
         Two workers may both see a column missing: the loser's ALTER fails, and is fine as
         long as the column is there afterwards.
         """
-        for table, name in _LATER_COLUMNS:
-            if name in {c["name"] for c in sa.inspect(self.engine).get_columns(table)}:
+        for table, column, ddl in _NEWER_COLUMNS:
+            if column in {c["name"] for c in sa.inspect(self.engine).get_columns(table)}:
                 continue
             try:
                 with self.engine.begin() as conn:
-                    conn.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN {name} TEXT"))
+                    conn.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN {column} {ddl}"))
             except sa.exc.DBAPIError:
                 names = {c["name"] for c in sa.inspect(self.engine).get_columns(table)}
-                if name not in names:
+                if column not in names:
                     raise
 
 
@@ -164,8 +175,7 @@ def _journal_url(url: str | None, directory: Path | None) -> str:
     if url is not None:
         return url
     directory = Path(directory or ".scalix-migrate/state")
-    directory.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{directory.resolve() / 'journal.sqlite'}"
+    return f"sqlite:///{private_file(directory.resolve() / 'journal.sqlite')}"
 
 
 def _file_identity(url: str) -> tuple[int, int] | None:
@@ -201,9 +211,3 @@ def _close_shared() -> None:
             _SHARED.popitem()[1][0].close()
 
 
-#: (table, column) added after the first journals were written (all TEXT, nullable).
-_LATER_COLUMNS = (
-    ("messages", "dest_flags"),
-    ("messages", "verified_gen"),
-    ("folders", "modseq"),
-)

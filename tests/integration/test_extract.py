@@ -201,7 +201,7 @@ def test_connection_dropped_mid_folder_resumes_from_cursor(
 
     with pytest.raises(TransientError) as info:
         extract_user(cfg, journal, user, mailbox=DroppingMailbox)
-    assert info.value.code == "SXM-IMAP-001"
+    assert info.value.code == "SXM-IMAP-007"  # a working connection lost, not unreachable
     assert len(list(journal.entries(cfg.tenant, user.key))) == 10
 
     result = extract_user(cfg, journal, user)
