@@ -209,5 +209,3 @@ def _close_shared() -> None:
     with _SHARED_LOCK:
         while _SHARED:
             _SHARED.popitem()[1][0].close()
-
-

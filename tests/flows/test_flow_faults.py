@@ -100,7 +100,7 @@ def test_a_user_that_cannot_be_read_fails_in_well_under_a_minute_and_the_run_goe
     assert took < 60, f"the run took {took:.0f} s"
     waits = [r.getMessage() for r in caplog.records if "; retry " in r.getMessage()]
     assert len(waits) == cfg.options.retries.attempts, waits
-    assert all(f"extract-{bad}" in w for w in waits)
+    assert all(f"transfer-{bad}" in w for w in waits)
     assert source_proxy.faults_fired >= cfg.options.retries.attempts + 1
 
     source_proxy.disarm()
