@@ -18,6 +18,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import State, TaskRun
 from prefect.concurrency.sync import concurrency
+from prefect.runtime import task_run as task_run_runtime
 
 from scalix_migrate import steps
 from scalix_migrate.config import TenantConfig
@@ -71,6 +72,12 @@ def _log_retry(task: Task[Any, Any], task_run: TaskRun, exc: BaseException) -> N
         task.retries,
         wait,
     )
+
+
+def _count_retry(config: TenantConfig, user: ScalixUser, step: str) -> None:
+    attempt = task_run_runtime.run_count
+    if attempt > 1:  # Prefect counts runs from 1; run 2 is the first retry
+        steps.note_retry(config, user, step, attempt)
 
 
 def retry_policy(config: TenantConfig) -> tuple[int, list[float]]:
@@ -195,6 +202,7 @@ def let_users_in(config: TenantConfig) -> list[str]:
 def extract_user(config: TenantConfig, user: ScalixUser, phase: steps.Phase) -> dict[str, Any]:
     # One source IMAP connection per extracting user, counted across every run and worker.
     with concurrency(source_limit_name(config), occupy=1, strict=True):
+        _count_retry(config, user, "extract")
         return steps.extract_step(config, user, phase=phase)
 
 
@@ -206,6 +214,7 @@ def extract_user(config: TenantConfig, user: ScalixUser, phase: steps.Phase) -> 
     task_run_name="load-{user.key}",
 )
 def load_user(config: TenantConfig, user: ScalixUser) -> dict[str, Any]:
+    _count_retry(config, user, "load")
     return steps.load_step(config, user)
 
 
@@ -217,6 +226,7 @@ def load_user(config: TenantConfig, user: ScalixUser) -> dict[str, Any]:
     task_run_name="verify-{user.key}",
 )
 def verify_user(config: TenantConfig, user: ScalixUser) -> dict[str, Any]:
+    _count_retry(config, user, "verify")
     return steps.verify_step(config, user)
 
 
