@@ -137,9 +137,9 @@ def run_user_step(
                     _record_faults(cfg, journal, user, step, tally.reconnects)
         except MigrationError as exc:
             if isinstance(exc, TransientError):
-                # Counted here, where the user is known; Prefect retries while it may.
+                # Logged here, where the user is known; the retry itself is counted when it
+                # starts (note_retry), so a user that ran out of retries is not over-counted.
                 log.warning("%s %s: transient fault %s: %s", step, user.key, exc.code, exc.message)
-                journal.add_user_faults(cfg.tenant, user.key, retries=1)
             journal.release_user(cfg.tenant, user.key)
             journal.set_user_status(
                 cfg.tenant,
@@ -176,6 +176,13 @@ def _item_of(exc: MigrationError) -> str:
         f"{k}={v}" for k, v in (("folder", exc.folder), ("uid", exc.uid)) if v is not None
     )
     return f" ({where})" if where else ""
+
+
+def note_retry(cfg: TenantConfig, user: ScalixUser, step: str, attempt: int) -> None:
+    """A step of ``user`` starts again after a transient fault: count it (users.retries)."""
+    log.warning("%s %s: attempt %d (a retry after a transient fault)", step, user.key, attempt)
+    with journal_for(cfg) as journal:
+        journal.add_user_faults(cfg.tenant, user.key, retries=1)
 
 
 def _record_faults(

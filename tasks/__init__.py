@@ -20,6 +20,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import State, TaskRun
 from prefect.concurrency.sync import concurrency
+from prefect.runtime import task_run as task_run_runtime
 
 from scalix_migrate import steps
 from scalix_migrate.config import TenantConfig
@@ -73,6 +74,12 @@ def _log_retry(task: Task[Any, Any], task_run: TaskRun, exc: BaseException) -> N
         task.retries,
         wait,
     )
+
+
+def _count_retry(config: TenantConfig, user: ScalixUser, step: str) -> None:
+    attempt = task_run_runtime.run_count
+    if attempt > 1:  # Prefect counts runs from 1; run 2 is the first retry
+        steps.note_retry(config, user, step, attempt)
 
 
 def retry_policy(config: TenantConfig) -> tuple[int, list[float]]:
@@ -216,6 +223,7 @@ def transfer_user(config: TenantConfig, user: ScalixUser, phase: steps.Phase) ->
     A retry resumes both from the journal: nothing is fetched or appended twice. The source
     connection it opens is counted in the run's slots of the source limit
     (:func:`source_slots`)."""
+    _count_retry(config, user, "transfer")
     return steps.transfer_step(config, user, phase=phase)
 
 
@@ -227,6 +235,7 @@ def transfer_user(config: TenantConfig, user: ScalixUser, phase: steps.Phase) ->
     task_run_name="verify-{user.key}",
 )
 def verify_user(config: TenantConfig, user: ScalixUser) -> dict[str, Any]:
+    _count_retry(config, user, "verify")
     return steps.verify_step(config, user)
 
 

@@ -109,6 +109,7 @@ def test_a_user_that_cannot_be_read_fails_in_well_under_a_minute_and_the_run_goe
         assert rows[good].status == "done"
         assert rows[bad].status == "failed"
         assert rows[bad].error_code == "SXM-IMAP-007"  # a lost connection, not "unreachable"
-        assert rows[bad].retries == cfg.options.retries.attempts + 1
+        assert rows[bad].retries == cfg.options.retries.attempts  # every retry counted
+        assert (rows[good].retries, rows[good].reconnects) == (0, 0)
         users = {u.key: u for u in discover_users(cfg).users}
         assert assert_user_migrated_exactly(cfg, journal, users[good]) == 5
