@@ -1,7 +1,8 @@
 """The migration procedure for one tenant, as one Prefect flow run.
 
 discover-users -> preflight-validate -> restart-service -> per user: extract -> load ->
-verify -> report. Read it top to bottom; the work is in ``tasks/`` and the core.
+[groupware, when destination.calendar/contacts is set] -> verify -> report. Read it top
+to bottom; the work is in ``tasks/`` and the core.
 """
 
 from __future__ import annotations
@@ -153,6 +154,9 @@ def _migrate_users(
         ("load", lambda u: tasks.load_user.submit(config, u)),
         ("verify", lambda u: tasks.verify_user.submit(config, u)),
     ]
+    if config.destination.calendar or config.destination.contacts:
+        # Calendars and address books: their own task, after the mail is loaded.
+        chain.insert(2, ("groupware", lambda u: tasks.groupware_user.submit(config, u)))
     created = create_progress_artifact(
         progress=0.0,
         key=tasks.artifact_key(config.tenant, "progress"),

@@ -151,6 +151,18 @@ def load_user(config: TenantConfig, user: ScalixUser) -> dict[str, Any]:
 
 
 @task(
+    name="groupware-user",
+    retries=3,
+    retry_delay_seconds=RETRY_DELAYS_S,
+    retry_condition_fn=retry_transient,
+    task_run_name="groupware-{user.key}",
+)
+def groupware_user(config: TenantConfig, user: ScalixUser) -> dict[str, Any]:
+    """Calendar and contact items into CalDAV/CardDAV (or files), written and verified."""
+    return steps.groupware_step(config, user)
+
+
+@task(
     name="verify-user",
     retries=2,
     retry_delay_seconds=RETRY_DELAYS_S,

@@ -24,6 +24,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from scalix_migrate.state.groupware import GroupwareJournal, groupware_resources
 from scalix_migrate.state.ledger import LedgerJournal
 from scalix_migrate.state.ops import OpsJournal
 from scalix_migrate.state.repairs import RepairsJournal
@@ -49,6 +50,7 @@ __all__ = [
     "flags_from_text",
     "flags_to_text",
     "folders",
+    "groupware_resources",
     "messages",
     "metadata",
     "service_changes",
@@ -79,7 +81,7 @@ def _use_wal(cur: Any) -> None:
         delay = min(delay * 2, 0.5)
 
 
-class Journal(UsersJournal, LedgerJournal, RepairsJournal, OpsJournal):
+class Journal(UsersJournal, LedgerJournal, RepairsJournal, OpsJournal, GroupwareJournal):
     """The migration state of one or more tenants."""
 
     def __init__(self, engine: Engine) -> None:
