@@ -81,21 +81,43 @@ class GroupwareSink(Protocol):
 class DavSink:
     """A CalDAV/CardDAV server: one collection per folder (one in all for ``google``)."""
 
-    def __init__(self, client: DavClient, *, single_collection: bool) -> None:
+    def __init__(
+        self, client: DavClient, *, single_collection: bool, max_bytes: int | None = None
+    ) -> None:
         self.client = client
         self.single = single_collection
+        self.max_bytes = max_bytes
+        self.limits: dict[str, int] = {}  # collection URL -> the size limit in force
 
     def ensure_collection(self, folder: str, *, components: tuple[str, ...]) -> str:
         if self.single:
-            return self.client.home
-        return self.client.ensure_collection(
-            collection_slug(folder), folder.rsplit("/", 1)[-1], components=components
-        )
+            url = self.client.home
+        else:
+            url = self.client.ensure_collection(
+                collection_slug(folder), folder.rsplit("/", 1)[-1], components=components
+            )
+        if url not in self.limits:
+            told = [self.max_bytes, self.client.max_resource_size(url)]
+            if known := [n for n in told if n is not None]:
+                self.limits[url] = min(known)
+        return url
+
+    def _check_size(self, url: str, data: bytes) -> None:
+        # An item over the limit is refused here, reported by name, not sent to fail there.
+        limit = self.limits.get(url.rsplit("/", 1)[0] + "/")
+        if limit is not None and len(data) > limit:
+            raise ItemError(
+                f"{len(data)} bytes, over the server's limit of {limit} bytes",
+                code="SXM-GW-004",
+                user=self.client.user,
+            )
 
     def create(self, url: str, data: bytes, content_type: str) -> str | None:
+        self._check_size(url, data)
         return self.client.create(url, data, content_type)
 
     def replace(self, url: str, data: bytes, content_type: str, etag: str | None) -> str:
+        self._check_size(url, data)
         return self.client.replace(url, data, content_type, etag)
 
     def fetch(self, url: str) -> Fetched | None:
@@ -235,7 +257,9 @@ def _sinks(cfg: TenantConfig, user: ScalixUser, stack: ExitStack) -> dict[str, G
             sinks[book] = FilesSink(root)
             continue
         client = stack.enter_context(dav_client(dest, cfg, user))
-        sinks[book] = DavSink(client, single_collection=dest.preset == "google")
+        sinks[book] = DavSink(
+            client, single_collection=dest.preset == "google", max_bytes=dest.max_resource_bytes
+        )
     return sinks
 
 

@@ -39,12 +39,12 @@ class RadicaleServer:
 
     host = "127.0.0.1"
 
-    def __init__(self, workdir: Path, *, max_content_length: int | None = None) -> None:
+    def __init__(self, workdir: Path, *, max_resource_size: int | None = None) -> None:
         self.workdir = Path(workdir)
         self.storage = self.workdir / "collections"
         self.htpasswd = self.workdir / "htpasswd"
         self.log_file = self.workdir / "radicale.log"
-        self.max_content_length = max_content_length
+        self.max_resource_size = max_resource_size
         self.port = 0
         self._proc: subprocess.Popen[bytes] | None = None
         self._users: dict[str, str] = {}
@@ -92,8 +92,8 @@ class RadicaleServer:
             "--logging-level",
             "warning",
         ]
-        if self.max_content_length is not None:
-            args += ["--server-max-content-length", str(self.max_content_length)]
+        if self.max_resource_size is not None:
+            args += ["--server-max-resource-size", str(self.max_resource_size)]
         with self.log_file.open("ab") as log:
             self._proc = subprocess.Popen(
                 args,

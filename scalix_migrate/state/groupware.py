@@ -136,6 +136,17 @@ class GroupwareJournal(JournalBase):
                     )
                 )
 
+    def groupware_failures(self, tenant: str) -> list[tuple[str, GroupwareRow]]:
+        """(user, row) of every resource or item in state ``failed``."""
+        t = groupware_resources.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(groupware_resources)
+                .where(t.tenant == tenant, t.state == FAILED)
+                .order_by(t.user_key, t.book, t.folder, t.name)
+            ).mappings()
+            return [(r["user_key"], _row(r)) for r in rows]
+
     def groupware_counts(self, tenant: str) -> dict[str, Counter[str]]:
         """Per user: counts of ``<kind>-<state>`` (e.g. ``event-verified``)."""
         t = groupware_resources.c

@@ -13,7 +13,9 @@ import pytest
 
 from scalix_migrate.errors import TransientError, UserError
 from scalix_migrate.groupware_sync import GroupwareResult, dav_client, sync_user
+from scalix_migrate.preflight_groupware import groupware_findings
 from scalix_migrate.records import ItemClass, ScalixUser
+from scalix_migrate.report import write_reports
 from scalix_migrate.sandbox.dav_server import RadicaleServer
 from scalix_migrate.state import Journal
 from scalix_migrate.state.groupware import PUTTING, STORED
@@ -383,3 +385,54 @@ def test_result_counts_are_plain_data() -> None:
     flat = GroupwareResult(user="u").flat()
     assert all(isinstance(v, int | str) for v in flat.values())
     assert isinstance(httpx.BasicAuth("a", "b"), httpx.Auth)
+
+
+def test_the_report_counts_each_kind_and_names_the_broken_item(
+    tmp_path: Path, radicale: RadicaleServer
+) -> None:
+    cfg, user = _setup(tmp_path, radicale)
+    with Journal.open(directory=tmp_path / "state") as journal:
+        _stage_all(cfg, journal, user)
+        sync_user(cfg, journal, user)
+        files = write_reports(journal, cfg.tenant, tmp_path / "reports")
+    row = next(r for r in files.users if r["user"] == user.key)
+    assert (row["events_found"], row["events_created"], row["events_verified"]) == (3, 3, 3)
+    assert (row["tasks_found"], row["tasks_created"], row["tasks_verified"]) == (1, 1, 1)
+    assert (row["contacts_found"], row["contacts_verified"]) == (2, 2)  # a contact, a group
+    assert row["message_only"] == 1
+    assert row["groupware_failed"] == 1
+    failures = files.failures_csv.read_text(encoding="utf-8")
+    assert "SXM-GW-001" in failures
+    assert "calendar-failed" in failures
+    assert "events 3 / 3 / 3" in files.summary
+
+
+def test_preflight_checks_login_scratch_collections_and_the_size_limit(tmp_path: Path) -> None:
+    with RadicaleServer(tmp_path / "dav", max_resource_size=4096) as server:
+        cfg, user = _setup(tmp_path, server)
+        # Radicale tells max-resource-size for calendars only (not for address books).
+        found = groupware_findings(cfg, user)
+        assert [(f.code, f.message.split(":")[0]) for f in found] == [
+            ("PF-GW-006", "destination.calendar")
+        ]
+        with dav_client(cfg.destination.calendar, cfg, user) as client:
+            assert client.list_etags(client.home) == {}  # the scratch collections are gone
+        bad = dav_config(tmp_path, server.url, "not-the-password")
+        found = groupware_findings(bad, user)
+        assert [f.code for f in found] == ["PF-GW-003", "PF-GW-003"]
+        assert all("not-the-password" not in f.message for f in found)
+        big = WEEKLY.replace("SUMMARY:Jour fixe", "SUMMARY:Jour fixe\nDESCRIPTION:" + "x" * 6000)
+        with Journal.open(directory=tmp_path / "state") as journal:
+            stage_items(
+                cfg, journal, user, "Calendar", [(calendar_message(big), ItemClass.appointment)]
+            )
+            result = sync_user(cfg, journal, user)
+    assert result.failed["event"] == 1
+    assert result.created["event"] == 0
+    assert any("over the server's limit of 4096 bytes" in p for p in result.problems)
+    gone = RadicaleServer(tmp_path / "dav2")
+    gone.port = 9  # nothing listens there
+    assert [f.code for f in groupware_findings(dav_config(tmp_path, gone.url, "x"), user)] == [
+        "PF-GW-001",
+        "PF-GW-001",
+    ]
