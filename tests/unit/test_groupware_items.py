@@ -44,7 +44,8 @@ def test_resource_names_are_the_uid_when_safe_else_a_stable_hash() -> None:
         "040000008200E00074C5B7101A82E008@scalix.ics"
     )
     odd = resource_name("a/b c{}", ".ics")
-    assert odd.startswith("sxm-") and odd.endswith(".ics")
+    assert odd.startswith("sxm-")
+    assert odd.endswith(".ics")
     assert odd == resource_name("a/b c{}", ".ics")
     assert resource_name("x" * 300, ".vcf") != resource_name("x" * 299, ".vcf")
 
@@ -180,7 +181,8 @@ def test_groupware_destinations_are_typed_and_optional() -> None:
     assert cfg.destination.contacts is not None
     assert cfg.destination.contacts.type == "files"
     bare = parse_config(GOOD.split("  calendar:")[0], "acme.yaml")
-    assert bare.destination.calendar is None and bare.destination.contacts is None
+    assert bare.destination.calendar is None
+    assert bare.destination.contacts is None
 
 
 @pytest.mark.parametrize(
