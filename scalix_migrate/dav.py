@@ -299,6 +299,19 @@ class DavClient:
             out[path.rsplit("/", 1)[-1]] = etag
         return out
 
+    def collections(self) -> list[str]:
+        """The names of the collections under the user's home (PROPFIND depth 1)."""
+        response = self._propfind(self.home, _PROP_RESOURCETYPE, depth="1")
+        if response.status_code != 207:
+            return []
+        base = unquote(urlsplit(self.home).path).rstrip("/")
+        out: list[str] = []
+        for item in _parse_xml(response.content).iter("{DAV:}response"):
+            path = unquote(urlsplit(item.findtext("{DAV:}href") or "").path).rstrip("/")
+            if path != base and item.find(".//{DAV:}resourcetype/{DAV:}collection") is not None:
+                out.append(path.rsplit("/", 1)[-1])
+        return sorted(out)
+
     def delete(self, url: str) -> None:
         response = self._request("DELETE", url, headers={})
         if response.status_code not in (200, 204, 404):
