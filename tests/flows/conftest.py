@@ -35,6 +35,7 @@ def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
         "extract_user",
         "load_user",
         "verify_user",
+        "groupware_user",
     ):
         original = getattr(tasks, name)
         monkeypatch.setattr(tasks, name, original.with_options(retry_delay_seconds=0))
