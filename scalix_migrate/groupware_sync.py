@@ -24,6 +24,7 @@ import hashlib
 import os
 import tempfile
 from collections import Counter
+from collections.abc import Generator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -218,7 +219,7 @@ class _BearerAuth(httpx.Auth):
     def __repr__(self) -> str:
         return "BearerAuth(***)"
 
-    def auth_flow(self, request: httpx.Request):  # type: ignore[no-untyped-def]
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         request.headers["Authorization"] = f"Bearer {self.tokens.token()}"
         response = yield request
         if response.status_code == 401:
