@@ -3,6 +3,8 @@ verified, reconciled after a crash, delta by digest/ETag, broken items named, ti
 
 from __future__ import annotations
 
+import base64
+import logging
 import uuid
 from pathlib import Path
 from typing import Any
@@ -436,3 +438,23 @@ def test_preflight_checks_login_scratch_collections_and_the_size_limit(tmp_path:
         "PF-GW-001",
         "PF-GW-001",
     ]
+
+
+def test_no_dav_password_in_debug_logs_results_or_the_journal(
+    tmp_path: Path, radicale: RadicaleServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    cfg, user = _setup(tmp_path, radicale)
+    assert cfg.destination.calendar is not None
+    assert cfg.destination.calendar.type == "caldav"
+    assert cfg.destination.calendar.password is not None
+    password = cfg.destination.calendar.password.ref
+    basic = base64.b64encode(f"{user.key}:{password}".encode()).decode()
+    with caplog.at_level(logging.DEBUG), Journal.open(directory=tmp_path / "state") as journal:
+        _stage_all(cfg, journal, user)
+        result = sync_user(cfg, journal, user)
+        rows = journal.groupware_rows(cfg.tenant, user.key)
+    assert sum(result.verified.values()) == 6
+    assert "httpx" in caplog.text or "httpcore" in caplog.text  # the client did log
+    for text in (caplog.text, repr(result), repr(rows), str(result.flat())):
+        assert password not in text
+        assert basic not in text
