@@ -54,6 +54,7 @@ class StagedItem:
     folder: str
     sha256: str
     body: bytes
+    order: int = 0  # newer items higher (the source UID): the newer wins a tie
 
 
 @dataclass(frozen=True)
@@ -116,7 +117,7 @@ def build_resources(items: Iterable[StagedItem]) -> FolderResources:
     events: dict[str, list[tuple[str, icalendar.Component]]] = {}
     zones: dict[str, icalendar.Timezone] = {}
     folder = ""
-    for item in sorted(items, key=lambda i: i.sha256):
+    for item in sorted(items, key=lambda i: (i.order, i.sha256)):
         folder = item.folder
         calendar, vcard, has_properties = groupware_parts(item.body)
         if calendar is not None:
@@ -138,7 +139,7 @@ def build_resources(items: Iterable[StagedItem]) -> FolderResources:
             )
     for uid in sorted(events):
         out.resources.append(_calendar_resource(folder, uid, events[uid], zones))
-    # The same contact filed twice (same UID) is one resource: the item hashed last wins.
+    # The same contact twice (same UID: filed twice, or edited) is one resource: the newest.
     by_name: dict[str, Resource] = {}
     for r in out.resources:
         before = by_name.get(r.name)
@@ -199,7 +200,8 @@ def _recurrence_key(comp: icalendar.Component) -> str:
 
 
 def _revision(comp: icalendar.Component) -> tuple[int, str]:
-    # When Scalix gave the same instance twice, the later revision wins (SEQUENCE, then stamp).
+    # When Scalix gave the same instance twice, the later revision wins (SEQUENCE, then stamp;
+    # on a tie the newer item, as items arrive oldest first).
     seq = int(comp.get("SEQUENCE", 0) or 0)
     stamp = comp.get("LAST-MODIFIED") or comp.get("DTSTAMP")
     return seq, "" if stamp is None else stamp.to_ical().decode()

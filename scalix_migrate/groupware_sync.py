@@ -280,8 +280,9 @@ def _items_by_folder(
             continue
         seen.add((entry.folder, entry.sha256))
         body = store.get(entry.sha256, user=user.key)
+        order = (entry.uidvalidity << 32) | entry.uid  # UIDs grow with time in a folder
         out.setdefault((book, entry.folder), []).append(
-            StagedItem(entry.folder, entry.sha256, body)
+            StagedItem(entry.folder, entry.sha256, body, order)
         )
     return out
 
