@@ -49,12 +49,21 @@ class ResourceKind(StrEnum):
 
 @dataclass(frozen=True)
 class StagedItem:
-    """One staged groupware message: its folder, hash and bytes."""
+    """One staged groupware message's groupware parts (not the whole message: a folder's
+    items are held together, and their attachments are not needed here)."""
 
     folder: str
     sha256: str
-    body: bytes
+    calendar: bytes | None
+    vcard: bytes | None
+    has_properties: bool
+    scalix_class: str  # X-Scalix-Class, lowercased ("" when absent)
     order: int = 0  # newer items higher (the source UID): the newer wins a tie
+
+    @classmethod
+    def of_message(cls, folder: str, sha256: str, body: bytes, order: int = 0) -> StagedItem:
+        calendar, vcard, has_properties = groupware_parts(body)
+        return cls(folder, sha256, calendar, vcard, has_properties, _scalix_class(body), order)
 
 
 @dataclass(frozen=True)
@@ -107,7 +116,9 @@ def _derived_uid(payload: bytes) -> str:
 
 
 def _scalix_class(body: bytes) -> str:
-    msg = email.message_from_bytes(body, policy=email.policy.compat32)
+    end = body.find(b"\r\n\r\n")
+    head = body if end < 0 else body[: end + 4]
+    msg = email.message_from_bytes(head, policy=email.policy.compat32)
     return str(msg.get("X-Scalix-Class", "")).strip().lower()
 
 
@@ -119,12 +130,11 @@ def build_resources(items: Iterable[StagedItem]) -> FolderResources:
     folder = ""
     for item in sorted(items, key=lambda i: (i.order, i.sha256)):
         folder = item.folder
-        calendar, vcard, has_properties = groupware_parts(item.body)
-        if calendar is not None:
-            _collect_calendar(item, calendar, events, zones, out)
-        elif vcard is not None:
-            _collect_vcards(item, vcard, out)
-        elif has_properties:
+        if item.calendar is not None:
+            _collect_calendar(item, item.calendar, events, zones, out)
+        elif item.vcard is not None:
+            _collect_vcards(item, item.vcard, out)
+        elif item.has_properties:
             out.issues.append(
                 ItemIssue(
                     item.folder,
@@ -266,7 +276,7 @@ def _collect_vcards(item: StagedItem, data: bytes, out: FolderResources) -> None
     if not blocks:
         out.issues.append(_broken(item, "the vCard part has no BEGIN:VCARD ... END:VCARD"))
         return
-    is_list = _scalix_class(item.body).startswith("ipm.distlist")
+    is_list = item.scalix_class.startswith("ipm.distlist")
     for block in blocks:
         try:
             card = vobject.readOne(block)

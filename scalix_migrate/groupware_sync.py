@@ -282,7 +282,7 @@ def _items_by_folder(
         body = store.get(entry.sha256, user=user.key)
         order = (entry.uidvalidity << 32) | entry.uid  # UIDs grow with time in a folder
         out.setdefault((book, entry.folder), []).append(
-            StagedItem(entry.folder, entry.sha256, body, order)
+            StagedItem.of_message(entry.folder, entry.sha256, body, order)
         )
     return out
 

@@ -32,7 +32,7 @@ END:VCALENDAR
 
 
 def _item(body: bytes, n: int, folder: str = "Calendar") -> StagedItem:
-    return StagedItem(folder, f"{n:064x}", body)
+    return StagedItem.of_message(folder, f"{n:064x}", body)
 
 
 def _event(uid: str = "e1@x", seq: int = 0, summary: str = "S") -> bytes:
@@ -221,14 +221,14 @@ def test_groupware_config_errors_name_file_line_and_field(
 
 
 def test_an_edit_without_a_new_sequence_is_won_by_the_newer_item() -> None:
-    old = StagedItem("Calendar", "f" * 64, _event(summary="old"), order=1)
-    new = StagedItem("Calendar", "0" * 64, _event(summary="new"), order=2)
+    old = StagedItem.of_message("Calendar", "f" * 64, _event(summary="old"), order=1)
+    new = StagedItem.of_message("Calendar", "0" * 64, _event(summary="new"), order=2)
     for items in ([old, new], [new, old]):
         (res,) = build_resources(items).resources
         assert b"SUMMARY:new" in res.data
     card = "BEGIN:VCARD\nVERSION:3.0\nUID:c1\nFN:{}\nN:;;;;\nEND:VCARD\n"
-    a = StagedItem("Contacts", "f" * 64, vcard_message(card.format("Old")), order=1)
-    b = StagedItem("Contacts", "0" * 64, vcard_message(card.format("New")), order=2)
+    a = StagedItem.of_message("Contacts", "f" * 64, vcard_message(card.format("Old")), order=1)
+    b = StagedItem.of_message("Contacts", "0" * 64, vcard_message(card.format("New")), order=2)
     (contact,) = build_resources([b, a]).resources
     assert b"FN:New" in contact.data
     assert contact.sources == ("0" * 64, "f" * 64)
