@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import base64
 import logging
+import signal
+import subprocess
+import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -12,6 +16,7 @@ from typing import Any
 import httpx
 import icalendar
 import pytest
+import yaml
 
 from scalix_migrate.errors import TransientError, UserError
 from scalix_migrate.groupware_sync import GroupwareResult, dav_client, sync_user
@@ -458,3 +463,69 @@ def test_no_dav_password_in_debug_logs_results_or_the_journal(
     for text in (caplog.text, repr(result), repr(rows), str(result.flat())):
         assert password not in text
         assert basic not in text
+
+
+_CHILD = """
+import sys, time
+from pathlib import Path
+from scalix_migrate.config import load_config
+from scalix_migrate.dav import DavClient
+from scalix_migrate.groupware_sync import sync_user
+from scalix_migrate.records import ScalixUser
+from scalix_migrate.state import Journal
+
+cfg = load_config(sys.argv[1])
+marker = Path(sys.argv[2])
+user = ScalixUser(display_name="x", mailnode="main", addresses=(sys.argv[3],))
+real = DavClient.create
+landed = []
+
+def create_then_hang(self, url, data, content_type):
+    etag = real(self, url, data, content_type)
+    landed.append(url)
+    if len(landed) == 3:
+        marker.write_text(url)  # the PUT landed; the journal still says "putting"
+        time.sleep(120)
+    return etag
+
+DavClient.create = create_then_hang
+with Journal.open(directory=cfg.options.state.dir) as journal:
+    sync_user(cfg, journal, user)
+"""
+
+
+def test_a_worker_killed_between_put_and_journal_is_reconciled_by_the_next_run(
+    tmp_path: Path, radicale: RadicaleServer
+) -> None:
+    cfg, user = _setup(tmp_path, radicale)
+    with Journal.open(directory=tmp_path / "state") as journal:
+        _stage_all(cfg, journal, user)
+    path = tmp_path / "tenant.yaml"
+    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")), encoding="utf-8")
+    marker = tmp_path / "landed"
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, str(path), str(marker), user.key],
+        cwd=Path(__file__).parents[2],
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not marker.exists() and child.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert marker.exists(), "the worker never got to its third PUT"
+        child.send_signal(signal.SIGKILL)
+    finally:
+        child.wait(timeout=30)
+    assert child.returncode == -signal.SIGKILL
+    with Journal.open(directory=tmp_path / "state") as journal:
+        putting = [
+            r.name
+            for r in journal.groupware_rows(cfg.tenant, user.key).values()
+            if r.state == PUTTING
+        ]
+        assert putting == [marker.read_text().rsplit("/", 1)[-1]]
+        result = sync_user(cfg, journal, user)
+    assert sum(result.reconciled.values()) == 1
+    assert sum(result.created.values()) == 6 - 3
+    assert sum(result.verified.values()) == 6
+    state = _server_state(cfg, user)
+    assert (len(state["calendar"]), len(state["tasks"]), len(state["contacts"])) == (3, 1, 2)
