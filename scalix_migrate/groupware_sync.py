@@ -10,7 +10,9 @@ and writes each resource through the groupware ledger (:mod:`scalix_migrate.stat
   never an overwrite of data we did not write;
 * ``putting`` left by a crash: ``GET`` the name first; there and equal -> ``stored``; absent ->
   create; there with the ETag we were replacing -> replace;
-* ``stored``/``verified`` with the same digest: nothing (a rerun adds nothing);
+* ``stored``/``verified`` with the same digest: nothing (a rerun adds nothing; a ``verified``
+  resource is not read again, so edits users make after the cutover are not flagged);
+* one that was stored but read back different (SXM-GW-008): read back again;
 * changed digest (a delta: the item changed in Scalix): ``PUT If-Match: <etag>``;
 
 then reads every stored resource back and compares it semantically
@@ -375,7 +377,11 @@ class _Writer:
     def write(self, r: Resource, url: str, row: GroupwareRow | None) -> None:
         kind = r.kind.value
         try:
-            if row is not None and row.state in (STORED, VERIFIED) and row.digest == r.digest:
+            stored_once = row is not None and (
+                row.state in (STORED, VERIFIED)
+                or (row.state == FAILED and row.error_code == "SXM-GW-008")
+            )
+            if row is not None and stored_once and row.digest == r.digest:
                 self.result.unchanged[kind] += 1
                 if row.state == VERIFIED:
                     self.result.verified[kind] += 1
@@ -386,7 +392,7 @@ class _Writer:
                 done = self._reconcile(r, url, row)
                 if done:
                     return
-            elif row is not None and row.state in (STORED, VERIFIED):
+            elif row is not None and stored_once:
                 self._update(r, url, row.etag)
                 return
             self._create(r, url)

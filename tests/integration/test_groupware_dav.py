@@ -18,8 +18,15 @@ import icalendar
 import pytest
 import yaml
 
+from scalix_migrate.dav import Fetched
 from scalix_migrate.errors import TransientError, UserError
-from scalix_migrate.groupware_sync import GroupwareResult, dav_client, sync_user
+from scalix_migrate.groupware_sync import (
+    FilesSink,
+    GroupwareResult,
+    dav_client,
+    require_verified,
+    sync_user,
+)
 from scalix_migrate.preflight_groupware import groupware_findings
 from scalix_migrate.records import ItemClass, ScalixUser
 from scalix_migrate.report import write_reports
@@ -529,3 +536,34 @@ def test_a_worker_killed_between_put_and_journal_is_reconciled_by_the_next_run(
     assert sum(result.verified.values()) == 6
     state = _server_state(cfg, user)
     assert (len(state["calendar"]), len(state["tasks"]), len(state["contacts"])) == (3, 1, 2)
+
+
+def test_a_read_back_mismatch_fails_the_user_and_the_rerun_reads_it_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    files = {"type": "files", "path": str(tmp_path / "gw" / "{email}")}
+    cfg = dav_config(tmp_path, "http://unused.test/", "x", calendar=files, contacts=files)
+    user = new_user()
+    real = FilesSink.fetch
+    tampered: list[str] = []
+
+    def rewritten_once(self: FilesSink, url: str) -> Fetched | None:
+        got = real(self, url)
+        if got is not None and url.endswith("holiday@scalix.test.ics") and not tampered:
+            tampered.append(url)
+            return Fetched(got.data.replace(b"Weihnachten", b"Ostern"), got.etag)
+        return got
+
+    with Journal.open(directory=tmp_path / "state") as journal:
+        _stage_all(cfg, journal, user)
+        monkeypatch.setattr(FilesSink, "fetch", rewritten_once)
+        first = sync_user(cfg, journal, user)
+        with pytest.raises(UserError) as info:
+            require_verified(first)
+        assert info.value.code == "SXM-GW-008"
+        assert any("SUMMARY" in p for p in first.problems)
+        second = sync_user(cfg, journal, user)
+    require_verified(second)
+    assert sum(second.created.values()) == 0
+    assert second.verified["event"] == 3
+    assert sum(second.failed.values()) == 0
