@@ -155,8 +155,10 @@ def _migrate_users(
         ("verify", lambda u: tasks.verify_user.submit(config, u)),
     ]
     if config.destination.calendar or config.destination.contacts:
-        # Calendars and address books: their own task, after the mail is loaded.
-        chain.insert(2, ("groupware", lambda u: tasks.groupware_user.submit(config, u)))
+        # Calendars and address books: their own task, after the mail is loaded, before verify.
+        chain.insert(
+            len(chain) - 1, ("groupware", lambda u: tasks.groupware_user.submit(config, u))
+        )
     created = create_progress_artifact(
         progress=0.0,
         key=tasks.artifact_key(config.tenant, "progress"),
