@@ -1,8 +1,8 @@
 """The migration procedure for one tenant, as one Prefect flow run.
 
-discover-users -> preflight-validate -> restart-service -> per user: extract -> load ->
-[groupware, when destination.calendar/contacts is set] -> verify -> report. Read it top
-to bottom; the work is in ``tasks/`` and the core.
+discover-users -> preflight-validate -> restart-service -> per user: transfer (extract, and
+load while it runs) -> [groupware, when destination.calendar/contacts is set] -> verify ->
+report. Read it top to bottom; the work is in ``tasks/`` and the core.
 """
 
 from __future__ import annotations
@@ -148,10 +148,10 @@ def _final_state(
 def _migrate_users(
     config: TenantConfig, users: list[ScalixUser], phase: Literal["full", "delta"]
 ) -> tuple[list[str], list[str]]:
-    """Run extract -> load -> verify per user, at most ``concurrency.users`` users at once."""
+    """Run transfer (extract and load at once) -> verify per user, at most
+    ``concurrency.users`` users at once."""
     chain: list[tuple[str, Callable[[ScalixUser], PrefectFuture[Any]]]] = [
-        ("extract", lambda u: tasks.extract_user.submit(config, u, phase)),
-        ("load", lambda u: tasks.load_user.submit(config, u)),
+        ("transfer", lambda u: tasks.transfer_user.submit(config, u, phase)),
         ("verify", lambda u: tasks.verify_user.submit(config, u)),
     ]
     if config.destination.calendar or config.destination.contacts:
@@ -184,7 +184,7 @@ def _migrate_users(
             state = run.future.state
             if state.is_completed():
                 run.results[chain[run.step][0]] = state.result()
-            paused = bool(run.results.get("load", {}).get("stopped_code"))
+            paused = bool(run.results.get("transfer", {}).get("stopped_code"))
             if state.is_completed() and run.step + 1 < len(chain) and not paused:
                 run.step += 1
                 run.future = chain[run.step][1](run.user)

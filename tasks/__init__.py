@@ -127,27 +127,19 @@ def let_users_in(config: TenantConfig) -> list[str]:
 
 
 @task(
-    name="extract-user",
+    name="transfer-user",
     retries=3,
     retry_delay_seconds=RETRY_DELAYS_S,
     retry_condition_fn=retry_transient,
-    task_run_name="extract-{user.key}",
+    task_run_name="transfer-{user.key}",
 )
-def extract_user(config: TenantConfig, user: ScalixUser, phase: steps.Phase) -> dict[str, Any]:
+def transfer_user(config: TenantConfig, user: ScalixUser, phase: steps.Phase) -> dict[str, Any]:
+    """Extract the user's mailbox and load it while it is read (one task: both run at once).
+
+    A retry resumes both from the journal: nothing is fetched or appended twice."""
     # One source IMAP connection per extracting user, counted across every run and worker.
     with concurrency(source_limit_name(config), occupy=1, strict=True):
-        return steps.extract_step(config, user, phase=phase)
-
-
-@task(
-    name="load-user",
-    retries=3,
-    retry_delay_seconds=RETRY_DELAYS_S,
-    retry_condition_fn=retry_transient,
-    task_run_name="load-{user.key}",
-)
-def load_user(config: TenantConfig, user: ScalixUser) -> dict[str, Any]:
-    return steps.load_step(config, user)
+        return steps.transfer_step(config, user, phase=phase)
 
 
 @task(
