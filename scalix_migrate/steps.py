@@ -297,6 +297,18 @@ def verify_step(cfg: TenantConfig, user: ScalixUser) -> dict[str, Any]:
     return counts_of(result)
 
 
+def groupware_step(cfg: TenantConfig, user: ScalixUser) -> dict[str, Any]:
+    """Calendars and address books (destination.calendar/contacts), written and verified."""
+    from scalix_migrate.groupware_sync import require_verified, sync_user
+
+    def body(journal: Journal) -> dict[str, int | str]:
+        result = sync_user(cfg, journal, user)
+        require_verified(result)
+        return result.flat()
+
+    return run_user_step(cfg, user, "groupware", body, running="groupware", done="loaded")
+
+
 def restart_service_step(
     cfg: TenantConfig, users: Sequence[ScalixUser], *, dry_run: bool = False
 ) -> list[str]:

@@ -96,6 +96,7 @@ class Steps:
     restart_service: Task[[TenantConfig, list[ScalixUser], bool], list[str]]
     let_users_in: Task[[TenantConfig], list[str]]
     transfer_user: Task[[TenantConfig, ScalixUser, steps.Phase], dict[str, Any]]
+    groupware_user: Task[[TenantConfig, ScalixUser], dict[str, Any]]
     verify_user: Task[[TenantConfig, ScalixUser], dict[str, Any]]
 
 
@@ -109,6 +110,7 @@ def for_config(config: TenantConfig) -> Steps:
         restart_service=restart_service.with_options(**opts),
         let_users_in=let_users_in.with_options(**opts),
         transfer_user=transfer_user.with_options(**opts),
+        groupware_user=groupware_user.with_options(**opts),
         verify_user=verify_user.with_options(**opts),
     )
 
@@ -225,6 +227,19 @@ def transfer_user(config: TenantConfig, user: ScalixUser, phase: steps.Phase) ->
     (:func:`source_slots`)."""
     _count_retry(config, user, "transfer")
     return steps.transfer_step(config, user, phase=phase)
+
+
+@task(
+    name="groupware-user",
+    retries=3,
+    retry_delay_seconds=RETRY_DELAYS_S,
+    retry_condition_fn=retry_transient,
+    task_run_name="groupware-{user.key}",
+)
+def groupware_user(config: TenantConfig, user: ScalixUser) -> dict[str, Any]:
+    """Calendar and contact items into CalDAV/CardDAV (or files), written and verified."""
+    _count_retry(config, user, "groupware")
+    return steps.groupware_step(config, user)
 
 
 @task(

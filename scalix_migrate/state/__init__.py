@@ -29,6 +29,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from scalix_migrate.private import private_file
+from scalix_migrate.state.groupware import GroupwareJournal, groupware_resources
 from scalix_migrate.state.ledger import LedgerJournal
 from scalix_migrate.state.ops import OpsJournal
 from scalix_migrate.state.repairs import RepairsJournal
@@ -54,6 +55,7 @@ __all__ = [
     "flags_from_text",
     "flags_to_text",
     "folders",
+    "groupware_resources",
     "messages",
     "metadata",
     "service_changes",
@@ -94,7 +96,7 @@ _NEWER_COLUMNS = [
 ]
 
 
-class Journal(UsersJournal, LedgerJournal, RepairsJournal, OpsJournal):
+class Journal(UsersJournal, LedgerJournal, RepairsJournal, OpsJournal, GroupwareJournal):
     """The migration state of one or more tenants."""
 
     def __init__(self, engine: Engine) -> None:
