@@ -8,6 +8,7 @@ report. Read it top to bottom; the work is in ``tasks/`` and the core.
 from __future__ import annotations
 
 import concurrent.futures
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -30,6 +31,7 @@ from scalix_migrate.records import ScalixUser
 # enforced by the sliding window below (a flow's pool size cannot come from a parameter).
 MAX_POOL = 64 * 3
 POLL_S = 1.0
+PROGRESS_EVERY_S = 1.0
 
 
 def _let_users_in_hook(flow: Flow[Any, Any], flow_run: FlowRun, state: State[Any]) -> None:
@@ -153,8 +155,11 @@ def _migrate_users(
     users: list[ScalixUser],
     phase: Literal["full", "delta"],
 ) -> tuple[list[str], list[str]]:
-    """Run transfer (extract and load at once) -> verify per user, at most
-    ``concurrency.users`` users at once."""
+    """Run transfer (extract and load at once) -> verify per user.
+
+    At most ``users_at_once`` users read the source at once (their transfer step holds the
+    source connection); a user whose transfer is done verifies against the destination while
+    the next user's transfer starts, up to as many again."""
     chain: list[tuple[str, Callable[[ScalixUser], PrefectFuture[Any]]]] = [
         ("transfer", lambda u: step.transfer_user.submit(config, u, phase)),
         ("verify", lambda u: step.verify_user.submit(config, u)),
@@ -173,10 +178,14 @@ def _migrate_users(
     failed: list[str] = []
     paused_users: list[str] = []
     finished = 0
+    at_once = tasks.users_at_once(config)
+    reported_at = 0.0
     while waiting or running:
-        while waiting and len(running) < tasks.users_at_once(config):
+        reading = sum(1 for r in running if r.step == 0)
+        while waiting and reading < at_once and len(running) < 2 * at_once:
             user = waiting.popleft()
             running.append(_UserRun(user, chain[0][1](user)))
+            reading += 1
         concurrent.futures.wait(
             [r.future.wrapped_future for r in running],  # type: ignore[attr-defined]
             timeout=POLL_S,
@@ -198,6 +207,10 @@ def _migrate_users(
                 failed.append(run.user.key)
             elif paused:
                 paused_users.append(run.user.key)
-            if progress is not None:
+            # An API round trip: at most one a second (and the last), not one per user.
+            if progress is not None and (
+                finished == len(users) or time.monotonic() - reported_at >= PROGRESS_EVERY_S
+            ):
                 update_progress_artifact(progress, progress=100.0 * finished / len(users))
+                reported_at = time.monotonic()
     return failed, paused_users
