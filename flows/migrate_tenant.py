@@ -88,14 +88,16 @@ def _procedure(
     logger.info("%d of %d discovered users selected", len(selected), len(discovery.users))
 
     findings = tasks.preflight_validate(config, replace(discovery, users=selected))
-    blocking = [f for f in findings if f["severity"] == "blocking"]
+    blocking = [f for f in findings if f["severity"] == "blocking" and not f.get("accepted")]
     if blocking:
         return Failed(
             message="preflight found blocking problems: "
             + "; ".join(f"{f['code']} {f['message']}" for f in blocking)
         )
     excluded_names = {
-        f["user"].lower() for f in findings if f["severity"] == "exclude-user" and f["user"]
+        f["user"].lower()
+        for f in findings
+        if f["severity"] == "exclude-user" and f["user"] and not f.get("accepted")
     }
     excluded = {u.key for u in selected if {u.key, u.name.lower()} & excluded_names}
     runnable = [u for u in selected if u.key not in excluded]

@@ -169,10 +169,14 @@ def preflight(file: ConfigFile) -> None:
     except MigrationError as exc:
         raise _fail(exc) from None
     rows = report.to_rows()
-    _print_rows(f"preflight: {cfg.tenant}", rows, ["severity", "code", "user", "message", "remedy"])
+    _print_rows(
+        f"preflight: {cfg.tenant}",
+        rows,
+        ["severity", "code", "user", "message", "remedy", "accepted"],
+    )
     paths = write_preflight_files(rows, cfg.options.reports_dir)
     console.print("written: " + ", ".join(str(p) for p in paths))
-    raise typer.Exit(1 if any(r["severity"] == "blocking" for r in rows) else 0)
+    raise typer.Exit(0 if report.ok else 1)
 
 
 @app.command()

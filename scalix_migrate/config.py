@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -271,6 +272,28 @@ class DeploymentOptions(_Model):
     schedule_phase: Literal["full", "delta"] = "delta"
 
 
+def _known_preflight_code(entry: str) -> str:
+    # Imported here: preflight imports this module.
+    from scalix_migrate.preflight import PREFLIGHT_CODES
+
+    if entry.split(":", 1)[0].strip().upper() not in PREFLIGHT_CODES:
+        raise ValueError(
+            "a preflight code listed by `scalix-migrate codes` (CODE, or CODE:user for one "
+            "user, e.g. PF-ADM-002)"
+        )
+    return entry
+
+
+class PreflightOptions(_Model):
+    """Findings the operator has checked by hand and accepts for this tenant."""
+
+    accept: list[Annotated[str, AfterValidator(_known_preflight_code)]] = Field(
+        default_factory=list,
+        description="preflight codes to accept (CODE, or CODE:user for one user), "
+        "e.g. PF-ADM-002 after checking 'Is full administrator' in SAC",
+    )
+
+
 class TenantConfig(_Model):
     tenant: str = Field(
         pattern=r"^[a-z0-9][a-z0-9-]{0,62}$",
@@ -281,6 +304,7 @@ class TenantConfig(_Model):
     destination: DestinationConfig
     options: Options = Options()
     service: ServiceOptions = ServiceOptions()
+    preflight: PreflightOptions = PreflightOptions()
     deployment: DeploymentOptions = DeploymentOptions()
 
     @model_validator(mode="after")
