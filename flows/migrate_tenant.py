@@ -80,37 +80,40 @@ def _procedure(
 ) -> State[Any]:
     logger = get_run_logger()
     discovery = tasks.discover_users(config)
+    rerun = steps.rerun_candidates(config) if only_failed else {}
     selected, unknown = steps.select_users(
         config, discovery.users, users=users, only_failed=only_failed
     )
     if unknown:
         return Failed(message=f"no such user(s) in the selected server names: {unknown}")
+    rerunning = ""
+    if only_failed:
+        if not selected:
+            return Completed(message="only_failed: nothing to rerun, no user is failed or excluded")
+        rerunning = "only_failed reran " + ", ".join(
+            f"{u.key} ({rerun[u.key]})" for u in sorted(selected, key=lambda u: u.key)
+        )
+        logger.info("%s", rerunning)
     logger.info("%d of %d discovered users selected", len(selected), len(discovery.users))
 
-    findings = tasks.preflight_validate(config, replace(discovery, users=selected))
+    findings = tasks.preflight_validate(config, replace(discovery, users=selected), users)
     blocking = [f for f in findings if f["severity"] == "blocking" and not f.get("accepted")]
     if blocking:
         return Failed(
             message="preflight found blocking problems: "
             + "; ".join(f"{f['code']} {f['message']}" for f in blocking)
         )
-    excluded_names = {
-        f["user"].lower()
-        for f in findings
-        if f["severity"] == "exclude-user" and f["user"] and not f.get("accepted")
-    }
-    excluded = {u.key for u in selected if {u.key, u.name.lower()} & excluded_names}
-    runnable = [u for u in selected if u.key not in excluded]
-    if excluded:
-        logger.warning("left out by preflight: %s", sorted(excluded))
-        with steps.journal_for(config) as journal:
-            for key in excluded:
-                journal.set_user_status(
-                    config.tenant,
-                    key,
-                    "excluded",
-                    error_message="excluded by preflight (see report)",
-                )
+    excluding = _exclusions(selected, findings)
+    runnable = [u for u in selected if u.key not in excluding]
+    already_done: list[str] = []
+    if excluding:
+        logger.warning(
+            "left out by preflight: %s",
+            "; ".join(f"{k} ({f['code']}: {f['remedy']})" for k, f in sorted(excluding.items())),
+        )
+        already_done = steps.record_exclusions(
+            config, [{**f, "user": k} for k, f in excluding.items()]
+        )
 
     commands = tasks.restart_service(config, runnable, dry_run)
     if dry_run:
@@ -123,20 +126,50 @@ def _procedure(
         tasks.let_users_in(config)
 
     tasks.build_report(config)
-    return _final_state(len(runnable), failed, paused, sorted(excluded))
+    return _final_state(
+        len(runnable), failed, paused, sorted(excluding), already_done, note=rerunning
+    )
+
+
+def _exclusions(
+    selected: list[ScalixUser], findings: list[dict[str, str]]
+) -> dict[str, dict[str, str]]:
+    """User key -> the first finding that leaves the user out of this run."""
+    out: dict[str, dict[str, str]] = {}
+    for f in findings:
+        if f["severity"] != "exclude-user" or not f["user"] or f.get("accepted"):
+            continue
+        named = f["user"].lower()
+        for u in selected:
+            if named in (u.key, u.name.lower()):
+                out.setdefault(u.key, f)
+    return out
 
 
 def _final_state(
-    runnable: int, failed: list[str], paused: list[str], excluded: list[str]
+    runnable: int,
+    failed: list[str],
+    paused: list[str],
+    excluded: list[str],
+    already_done: list[str] | None = None,
+    *,
+    note: str = "",
 ) -> State[Any]:
     """Failed (naming the users) when any user failed or was left out; Completed otherwise."""
     notes = []
     if paused:
         notes.append(f"{len(paused)} paused by the daily byte budget (resume next run): {paused}")
     if excluded:
-        notes.append(f"{len(excluded)} excluded by preflight: {excluded}")
+        done_note = (
+            f" ({len(already_done)} of them migrated by an earlier run: {already_done})"
+            if already_done
+            else ""
+        )
+        notes.append(f"{len(excluded)} excluded by preflight: {excluded}{done_note}")
     done = runnable - len(failed) - len(paused)
-    message = "; ".join([f"{done} of {runnable} users migrated", *notes])
+    # Counted over every selected user: the ones preflight left out were not migrated either.
+    selected = runnable + len(excluded)
+    message = "; ".join([f"{done} of {selected} users migrated", *notes, *([note] if note else [])])
     if failed:
         return Failed(
             message=f"{len(failed)} of {runnable} users failed: {sorted(failed)}; " + message

@@ -160,23 +160,22 @@ def run_flow(cfg: TenantConfig, **params: Any) -> Any:
 def preflight(file: ConfigFile) -> None:
     """Discover users and run every preflight check; writes preflight.csv and preflight.md."""
     from scalix_migrate.discovery import discover_users
-    from scalix_migrate.preflight import run_preflight
-    from scalix_migrate.report import write_preflight_files
+    from scalix_migrate.steps import preflight_step
 
     cfg = _config(file)
     try:
-        report = run_preflight(cfg, discover_users(cfg))
+        rows = preflight_step(cfg, discover_users(cfg), run_name="preflight (command line)")
     except MigrationError as exc:
         raise _fail(exc) from None
-    rows = report.to_rows()
     _print_rows(
         f"preflight: {cfg.tenant}",
         rows,
         ["severity", "code", "user", "message", "remedy", "accepted"],
     )
-    paths = write_preflight_files(rows, cfg.options.reports_dir)
-    console.print("written: " + ", ".join(str(p) for p in paths))
-    raise typer.Exit(0 if report.ok else 1)
+    reports = cfg.options.reports_dir
+    console.print(f"written: {reports / 'preflight.csv'}, {reports / 'preflight.md'}")
+    blocking = [r for r in rows if r["severity"] == "blocking" and not r["accepted"]]
+    raise typer.Exit(1 if blocking else 0)
 
 
 @app.command()

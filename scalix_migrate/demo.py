@@ -110,8 +110,12 @@ def apply_remedies(cfg: TenantConfig, sandbox: Sandbox, console: Console) -> lis
     On a real system these are SAC and Outlook actions; here they change the sandbox.
     """
     path = cfg.options.reports_dir / "preflight.csv"
+    history = list(csv.DictReader(path.open(encoding="utf-8")))  # every run, newest first
+    latest = history[0]["run_id"] if history else None
     findings = [
-        r for r in csv.DictReader(path.open(encoding="utf-8")) if r["severity"] == "exclude-user"
+        r
+        for r in history
+        if r["run_id"] == latest and r["severity"] == "exclude-user" and not r["accepted"]
     ]
     users = {u.key: u for u in discover_users(cfg).users}
     fixed: list[str] = []

@@ -251,22 +251,77 @@ def records_of(frame: pd.DataFrame) -> list[dict[str, Any]]:
     ]
 
 
-def write_preflight_files(rows: list[dict[str, str]], directory: Path) -> list[Path]:
-    """preflight.csv and preflight.md from the findings' rows."""
-    directory.mkdir(parents=True, exist_ok=True)
-    columns = ["severity", "code", "user", "message", "remedy"]
-    frame = pd.DataFrame(rows, columns=columns)
-    csv_path, md_path = directory / "preflight.csv", directory / "preflight.md"
-    frame.to_csv(csv_path, index=False)
+PREFLIGHT_COLUMNS = [
+    "run_id",
+    "run_name",
+    "at",
+    "severity",
+    "code",
+    "user",
+    "message",
+    "remedy",
+    "accepted",
+]
+
+
+def latest_run(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The newest run's findings out of :meth:`Journal.preflight_history` (newest first)."""
+    if not history:
+        return []
+    run = history[0]["run_id"]
+    return [r for r in history if r["run_id"] == run]
+
+
+def preflight_markdown(history: list[dict[str, Any]]) -> str:
+    """The latest run's findings as a table, then one line per earlier run."""
+    latest = latest_run(history)
     lines = ["# Preflight findings", ""]
-    if frame.empty:
+    findings = [r for r in latest if r["code"]]
+    if not latest:
+        return "\n".join([*lines, "No preflight has run yet."]) + "\n"
+    head = latest[0]
+    lines.append(f"Run {head['run_name'] or head['run_id']} at {_when(head['at'])}.")
+    lines.append("")
+    if not findings:
         lines.append("No findings: every check passed.")
     else:
-        counts = Counter(frame["severity"])
-        lines.append(", ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
-        lines += ["", "| severity | code | user | message | remedy |", "|---|---|---|---|---|"]
-        for r in frame.itertuples(index=False):
-            cells = [str(getattr(r, c)).replace("|", "\\|") for c in columns]
+        counts = Counter(r["severity"] for r in findings)
+        accepted = sum(1 for r in findings if r["accepted"])
+        summary = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
+        lines.append(summary + (f" ({accepted} accepted by preflight.accept)" if accepted else ""))
+        cols = ["severity", "code", "user", "message", "remedy", "accepted"]
+        lines += ["", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        for r in findings:
+            cells = [str(r[c]).replace("|", "\\|") for c in cols]
             lines.append("| " + " | ".join(cells) + " |")
-    md_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    earlier = _runs(history)[1:]
+    if earlier:
+        lines += ["", "## Earlier runs", ""]
+        lines += [f"- {line}" for line in earlier]
+    return "\n".join(lines) + "\n"
+
+
+def _when(at: Any) -> str:
+    return at.strftime("%Y-%m-%d %H:%M:%S UTC") if hasattr(at, "strftime") else str(at)
+
+
+def _runs(history: list[dict[str, Any]]) -> list[str]:
+    """One line per run: when, which run, and its findings by severity."""
+    out: list[str] = []
+    seen: dict[str, list[dict[str, Any]]] = {}
+    for r in history:
+        seen.setdefault(r["run_id"], []).append(r)
+    for run, rows in seen.items():
+        counts = Counter(r["severity"] for r in rows if r["code"])
+        shown = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "no findings"
+        out.append(f"{_when(rows[0]['at'])} {rows[0]['run_name'] or run}: {shown}")
+    return out
+
+
+def write_preflight_files(history: list[dict[str, Any]], directory: Path) -> list[Path]:
+    """preflight.csv (every run's findings, newest first) and preflight.md (the latest run)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    csv_path, md_path = directory / "preflight.csv", directory / "preflight.md"
+    pd.DataFrame(history, columns=PREFLIGHT_COLUMNS).to_csv(csv_path, index=False)
+    md_path.write_text(preflight_markdown(history), encoding="utf-8")
     return [csv_path, md_path]

@@ -87,9 +87,22 @@ def discover_users(config: TenantConfig) -> Discovery:
     retry_condition_fn=retry_transient,
     task_run_name="preflight-{config.tenant}",
 )
-def preflight_validate(config: TenantConfig, discovery: Discovery) -> list[dict[str, str]]:
-    """Run every check on the selected users; returns the findings as rows."""
-    rows = steps.preflight_step(config, discovery)
+def preflight_validate(
+    config: TenantConfig, discovery: Discovery, named: list[str] | None = None
+) -> list[dict[str, str]]:
+    """Run every check on the selected users; returns the findings as rows.
+
+    The findings are kept in the journal under this flow run (id and name).
+    """
+    from prefect.runtime import flow_run
+
+    rows = steps.preflight_step(
+        config,
+        discovery,
+        named=named or [],
+        run_id=str(flow_run.id) if flow_run.id else None,
+        run_name=flow_run.name or None,
+    )
     create_table_artifact(
         key=artifact_key(config.tenant, "preflight"),
         table=rows or [{"severity": "", "code": "", "user": "", "message": "no findings"}],

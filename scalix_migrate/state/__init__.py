@@ -26,6 +26,7 @@ from sqlalchemy.engine import Engine
 
 from scalix_migrate.state.ledger import LedgerJournal
 from scalix_migrate.state.ops import OpsJournal
+from scalix_migrate.state.preflight_log import PreflightJournal, preflight_findings
 from scalix_migrate.state.repairs import RepairsJournal
 from scalix_migrate.state.schema import (
     UserRow,
@@ -51,6 +52,7 @@ __all__ = [
     "folders",
     "messages",
     "metadata",
+    "preflight_findings",
     "service_changes",
     "this_worker",
     "users",
@@ -79,7 +81,7 @@ def _use_wal(cur: Any) -> None:
         delay = min(delay * 2, 0.5)
 
 
-class Journal(UsersJournal, LedgerJournal, RepairsJournal, OpsJournal):
+class Journal(UsersJournal, LedgerJournal, RepairsJournal, OpsJournal, PreflightJournal):
     """The migration state of one or more tenants."""
 
     def __init__(self, engine: Engine) -> None:
