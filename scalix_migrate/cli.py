@@ -22,7 +22,12 @@ from rich.console import Console
 from rich.progress import TaskID
 from rich.table import Table
 
-from scalix_migrate.config import TenantConfig, load_config
+from scalix_migrate.config import (
+    INLINE_REFUSED_BY_PREFECT,
+    TenantConfig,
+    inline_secret_problems,
+    load_config,
+)
 from scalix_migrate.errors import CATALOGUE, ConfigError, MigrationError
 
 app = typer.Typer(
@@ -43,6 +48,16 @@ def _config(path: Path) -> TenantConfig:
         for line in exc.problems:
             print(line, file=sys.stderr)  # plain: one problem per line, never wrapped
         raise typer.Exit(2) from None
+
+
+def require_prefect_api() -> None:
+    """Exit 2 with one line when PREFECT_API_URL names a Prefect API that does not answer."""
+    from scalix_migrate.prefect_api import prefect_api_problem
+
+    problem = prefect_api_problem()
+    if problem is not None:
+        print(problem, file=sys.stderr)
+        raise typer.Exit(2)
 
 
 def _fail(exc: MigrationError) -> typer.Exit:
@@ -86,6 +101,11 @@ def run(
     if phase not in ("full", "delta"):
         err.print("--phase: expected full or delta")
         raise typer.Exit(2)
+    inline = inline_secret_problems(file, cfg, why=INLINE_REFUSED_BY_PREFECT)
+    if inline:
+        print("\n".join(inline), file=sys.stderr)
+        raise typer.Exit(2)
+    require_prefect_api()
     with _progress(cfg):
         state = run_flow(
             cfg, users=user or None, only_failed=only_failed, phase=phase, dry_run=dry_run
@@ -151,6 +171,16 @@ def run_flow(cfg: TenantConfig, **params: Any) -> Any:
     # machine its default 20 s start-up allowance is too short.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    from scalix_migrate.prefect_api import configured_api_url
+
+    if configured_api_url() is None:
+        # It takes 5-20 s, silently otherwise: say what the wait is.
+        print(
+            "Prefect: PREFECT_API_URL is not set, starting a temporary local Prefect server "
+            "for this run (takes 5-20 s; it stops when the command ends)",
+            file=sys.stderr,
+            flush=True,
+        )
     from flows.migrate_tenant import migrate_tenant
 
     return migrate_tenant(config=cfg, return_state=True, **params)
@@ -231,6 +261,10 @@ def unlock(file: ConfigFile) -> None:
 
 @app.command()
 def deploy(
+    files: Annotated[
+        list[Path] | None,
+        typer.Argument(help="tenant YAML files to deploy (default: every file in --configs)"),
+    ] = None,
     configs: Annotated[Path, typer.Option(help="directory of tenant YAML files")] = Path(
         "configs/tenants"
     ),
@@ -238,22 +272,31 @@ def deploy(
         Path | None, typer.Option(help="only write this prefect.yaml; deploy nothing")
     ] = None,
 ) -> None:
-    """Create or update one Prefect deployment per tenant config (needs PREFECT_API_URL)."""
+    """Create or update one Prefect deployment per tenant config (needs PREFECT_API_URL).
+
+    Only the files named, or those in configs/tenants/: the examples in configs/examples/
+    are never deployed.
+    """
     from scalix_migrate import deploy as deployer
 
     try:
-        found = deployer.tenant_configs(configs)
+        found = deployer.load_tenants(files) if files else deployer.tenant_configs(configs)
     except ConfigError as exc:
         for line in exc.problems:
             print(line, file=sys.stderr)
         raise typer.Exit(2) from None
     if not found:
-        print(f"{configs}: no tenant *.yaml files", file=sys.stderr)
+        print(
+            f"{configs}: no tenant *.yaml files (copy configs/examples/acme.yaml there, or "
+            "run `scalix-migrate sandbox`)",
+            file=sys.stderr,
+        )
         raise typer.Exit(2)
     if write_prefect_yaml is not None:
         write_prefect_yaml.write_text(deployer.prefect_yaml([c for _, c in found]), "utf-8")
         console.print(f"written: {write_prefect_yaml} ({len(found)} deployment(s))")
         return
+    require_prefect_api()
     for path, cfg in found:
         name = deployer.deploy(cfg)
         console.print(f"deployed {name} from {path} (work pool {cfg.deployment.work_pool})")
@@ -358,6 +401,7 @@ def demo(
     """Migrate the embedded sandbox tenant into a local Maildir and check every folder."""
     from scalix_migrate.demo import run_demo
 
+    require_prefect_api()
     sys.exit(run_demo(workdir.resolve(), console))
 
 

@@ -333,6 +333,26 @@ def inline_secret_paths(model: BaseModel, prefix: str = "") -> list[str]:
     return found
 
 
+# Why an inline secret cannot go to Prefect, and the fix (deploy and run say it alike).
+INLINE_REFUSED_BY_PREFECT = (
+    "an inline secret cannot go to Prefect (deployment and flow-run parameters are stored in "
+    "its database and shown in the UI); use file:/path (mode 0600), ${ENV_VAR} or "
+    "prefect-secret:NAME"
+)
+
+
+def inline_secret_problems(path: Path, cfg: TenantConfig, *, why: str) -> list[str]:
+    """One ``file:line field: why`` line per secret that ``cfg`` (read from ``path``) inlines."""
+    dotted = inline_secret_paths(cfg)
+    if not dotted:
+        return []
+    try:
+        lines = _line_map(yaml.compose(path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader))
+    except (OSError, yaml.YAMLError):
+        lines = {}
+    return [f"{path}:{lines.get(tuple(d.split('.')), 1)} {d}: {why}" for d in dotted]
+
+
 # --- loading with file/line in every error ------------------------------------------------
 
 
