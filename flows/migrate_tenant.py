@@ -10,6 +10,7 @@ import concurrent.futures
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Any, Literal
 from uuid import UUID
 
@@ -39,6 +40,24 @@ def _let_users_in_hook(flow: Flow[Any, Any], flow_run: FlowRun, state: State[Any
     steps.let_users_in_step(TenantConfig.model_validate(config))
 
 
+def _run_name() -> str:
+    """``migrate-<tenant>-<phase>[-only-failed|-N-users]-<start, UTC>``: runs told apart."""
+    from prefect.runtime import flow_run
+
+    params = flow_run.parameters
+    config = params.get("config")
+    tenant = config.tenant if isinstance(config, TenantConfig) else dict(config or {}).get("tenant")
+    parts = ["migrate", str(tenant), str(params.get("phase", "full"))]
+    if params.get("dry_run"):
+        parts.append("dry-run")
+    if params.get("only_failed"):
+        parts.append("only-failed")
+    if params.get("users"):
+        parts.append(f"{len(params['users'])}-users")
+    parts.append(datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    return "-".join(parts)
+
+
 @dataclass
 class _UserRun:
     """Where one user is in its chain of steps."""
@@ -51,7 +70,7 @@ class _UserRun:
 
 @flow(
     name="migrate-tenant",
-    flow_run_name="migrate-{config.tenant}-{phase}",
+    flow_run_name=_run_name,
     log_prints=True,
     persist_result=True,
     task_runner=ThreadPoolTaskRunner(max_workers=MAX_POOL),  # type: ignore[arg-type]

@@ -20,7 +20,6 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.progress import TaskID
-from rich.table import Table
 
 from scalix_migrate.config import (
     INLINE_REFUSED_BY_PREFECT,
@@ -66,12 +65,9 @@ def _fail(exc: MigrationError) -> typer.Exit:
 
 
 def _print_rows(title: str, rows: list[dict[str, Any]], columns: list[str]) -> None:
-    table = Table(title=title)
-    for c in columns:
-        table.add_column(c)
-    for r in rows:
-        table.add_row(*[str(r.get(c, "")) for c in columns])
-    console.print(table)
+    from scalix_migrate.tables import print_table
+
+    print_table(console, title, columns, rows)
 
 
 @app.command()

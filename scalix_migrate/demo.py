@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING
 
 import yaml
 from rich.console import Console
-from rich.table import Table
 
 from scalix_migrate.config import TenantConfig, load_config
 from scalix_migrate.destinations.base import open_destination
@@ -197,8 +196,9 @@ def _compare_user(cfg: TenantConfig, journal: Journal, user: ScalixUser) -> list
 
 
 def _print_checks(console: Console, checks: list[FolderCheck]) -> None:
-    table = Table(title="source (Scalix sandbox, IMAP) vs destination (Maildir)")
-    for col in (
+    from scalix_migrate.tables import print_table
+
+    columns = [
         "user",
         "folder",
         "destination",
@@ -208,18 +208,31 @@ def _print_checks(console: Console, checks: list[FolderCheck]) -> None:
         "dest msgs",
         "dest bytes",
         "match",
-    ):
-        table.add_column(col)
-    for c in checks:
-        table.add_row(
-            c.user,
-            c.folder,
-            c.dest_folder,
-            str(c.source_messages),
-            str(c.source_bytes),
-            str(c.skipped),
-            str(c.dest_messages),
-            str(c.dest_bytes),
-            "[green]yes[/]" if c.ok else "[red]NO[/]",
+    ]
+    rows = [
+        dict(
+            zip(
+                columns,
+                [
+                    c.user,
+                    c.folder,
+                    c.dest_folder,
+                    c.source_messages,
+                    c.source_bytes,
+                    c.skipped,
+                    c.dest_messages,
+                    c.dest_bytes,
+                    "yes" if c.ok else "NO",
+                ],
+                strict=True,
+            )
         )
-    console.print(table)
+        for c in checks
+    ]
+    print_table(
+        console,
+        "source (Scalix sandbox, IMAP) vs destination (Maildir)",
+        columns,
+        rows,
+        styles={"match": {"yes": "green", "NO": "red"}},
+    )

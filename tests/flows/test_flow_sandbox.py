@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -170,10 +171,12 @@ def test_only_failed_reruns_the_users_preflight_left_out_and_names_them(
     assert "remedy: " in users["priya.shah@acme.test"]["error"]
     history = list(csv.DictReader((tmp_path / "reports" / "preflight.csv").open()))
     assert len({r["run_id"] for r in history}) == 2  # both runs' findings are kept
-    assert {r["run_name"] for r in history} == {
-        _run_name(first),
-        _run_name(rerun),
-    }
+    names = [_run_name(first), _run_name(rerun)]
+    assert {r["run_name"] for r in history} == set(names)
+    # Runs are told apart by name: tenant, phase, kind of rerun and start time.
+    stamp = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ"
+    assert re.fullmatch(rf"migrate-flowtest-full-{stamp}", names[0]), names
+    assert re.fullmatch(rf"migrate-flowtest-full-only-failed-{stamp}", names[1]), names
 
 
 def _run_name(state: Any) -> str:

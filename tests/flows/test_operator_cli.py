@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import socket
 import subprocess
@@ -9,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -19,12 +22,14 @@ def _closed_port() -> int:
         return int(s.getsockname()[1])  # closed again when the socket is
 
 
-def _cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+def _cli(
+    *args: str, env: dict[str, str], cwd: Path, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "scalix_migrate.cli", *args],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
         check=False,
         env=env,
         cwd=cwd,
@@ -55,3 +60,34 @@ def test_a_stopped_prefect_server_is_one_line_with_the_two_ways_out(
     assert "prefect config unset PREFECT_API_URL" in lines[0]
     assert "Traceback" not in proc.stdout + proc.stderr
     assert not (tmp_path / "demo").exists()  # nothing started before the check
+
+
+def test_run_says_why_it_waits_and_status_prints_whole_rows_on_a_pipe(tmp_path: Path) -> None:
+    from scalix_migrate.sandbox import Sandbox
+
+    with Sandbox(tmp_path / "sandbox") as sb:
+        path = sb.write_config(
+            tmp_path / "tenant.yaml",
+            {"type": "maildir", "path": str(tmp_path / "maildir" / "{email}")},
+            tenant="clitest",
+        )
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data["options"]["users"] = {"include": ["kim.lee@acme.test", "j.mueller@acme.test"]}
+        path.write_text(yaml.safe_dump(data), encoding="utf-8")
+        env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+        env["PREFECT_HOME"] = str(tmp_path / "prefect-home")  # no profile, no server
+
+        run = _cli("run", str(path), env=env, cwd=REPO, timeout=600)
+
+        assert run.returncode == 0, run.stderr[-3000:]
+        assert "starting a temporary local Prefect server" in run.stderr
+        status = _cli("status", str(path), env=env, cwd=REPO)
+
+    assert status.returncode == 0, status.stderr
+    assert "…" not in status.stdout
+    rows = list(csv.DictReader(io.StringIO(status.stdout)))
+    assert {r["user"]: r["status"] for r in rows} == {
+        "kim.lee@acme.test": "done",
+        "j.mueller@acme.test": "done",
+    }
+    assert all(int(r["loaded"]) == int(r["found"]) > 0 for r in rows)
