@@ -9,6 +9,7 @@ server; otherwise Prefect starts a temporary local one).
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sys
 import threading
@@ -87,7 +88,7 @@ def run(
         list[str] | None, typer.Option("--user", "-u", help="only these users (repeatable)")
     ] = None,
     only_failed: Annotated[
-        bool, typer.Option(help="rerun the users the journal marks failed")
+        bool, typer.Option(help="rerun the users not done: failed, excluded or paused")
     ] = False,
     phase: Annotated[str, typer.Option(help="full, or delta (only what is new)")] = "full",
     dry_run: Annotated[bool, typer.Option(help="discover and check; move nothing")] = False,
@@ -161,6 +162,17 @@ def _progress(cfg: TenantConfig) -> Iterator[None]:
             watcher.join(timeout=5)
 
 
+@functools.cache  # once per process: Prefect starts the temporary server once, then reuses it
+def _announce_temporary_server() -> None:
+    """The 5-20 s the temporary server takes are silent otherwise: say what the wait is."""
+    print(
+        "Prefect: PREFECT_API_URL is not set, starting a temporary local Prefect server "
+        "for this run (takes 5-20 s; it stops when the command ends)",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
 def run_flow(cfg: TenantConfig, **params: Any) -> Any:
     """Run the tenant flow in this process and return its final state."""
     # Without PREFECT_API_URL, Prefect starts a temporary local server; on a busy 2-core
@@ -170,13 +182,7 @@ def run_flow(cfg: TenantConfig, **params: Any) -> Any:
     from scalix_migrate.prefect_api import configured_api_url
 
     if configured_api_url() is None:
-        # It takes 5-20 s, silently otherwise: say what the wait is.
-        print(
-            "Prefect: PREFECT_API_URL is not set, starting a temporary local Prefect server "
-            "for this run (takes 5-20 s; it stops when the command ends)",
-            file=sys.stderr,
-            flush=True,
-        )
+        _announce_temporary_server()
     from flows.migrate_tenant import migrate_tenant
 
     return migrate_tenant(config=cfg, return_state=True, **params)

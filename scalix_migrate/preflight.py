@@ -99,7 +99,8 @@ _CODES = [
         "PF-ADM-002",
         B,
         "admin is not a full administrator",
-        "SAC → the admin user → Advanced tab → tick 'Is full administrator'.",
+        "SAC → the admin user → Advanced tab → tick 'Is full administrator'; if SAC shows it "
+        "ticked, accept the finding: preflight.accept: [PF-ADM-002].",
     ),
     PreflightCode(
         "PF-ADM-004",
