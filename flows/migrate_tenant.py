@@ -110,9 +110,12 @@ def _procedure(
     rerunning = ""
     if only_failed:
         if not selected:
-            return Completed(message="only_failed: nothing to rerun, no user is failed or excluded")
+            return Completed(
+                message="only_failed: nothing to rerun, no user is failed, excluded or paused"
+            )
         rerunning = "only_failed reran " + ", ".join(
-            f"{u.key} ({rerun[u.key]})" for u in sorted(selected, key=lambda u: u.key)
+            f"{u.key} ({rerun.get(u.key, 'not done')})"
+            for u in sorted(selected, key=lambda u: u.key)
         )
         logger.info("%s", rerunning)
     logger.info("%d of %d discovered users selected", len(selected), len(discovery.users))
