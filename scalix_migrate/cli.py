@@ -37,6 +37,9 @@ app = typer.Typer(
 )
 console = Console()
 err = Console(stderr=True)
+# On a pipe or in a file, lines stay whole (rich would break them at 80 columns).
+console.soft_wrap = not console.is_terminal
+err.soft_wrap = not err.is_terminal
 
 ConfigFile = Annotated[Path, typer.Argument(help="tenant YAML config")]
 

@@ -81,6 +81,9 @@ def test_run_says_why_it_waits_and_status_prints_whole_rows_on_a_pipe(tmp_path: 
 
         assert run.returncode == 0, run.stderr[-3000:]
         assert "starting a temporary local Prefect server" in run.stderr
+        # Lines stay whole on a pipe (rich breaks them at 80 columns otherwise).
+        reports = (tmp_path / "sandbox" / "reports").resolve()
+        assert f"reports: {reports}" in run.stdout.splitlines(), run.stdout
         status = _cli("status", str(path), env=env, cwd=REPO)
 
     assert status.returncode == 0, status.stderr
