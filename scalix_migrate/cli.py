@@ -215,13 +215,14 @@ def preflight(file: ConfigFile) -> None:
 
 @app.command()
 def report(file: ConfigFile) -> None:
-    """Rebuild the report files from the journal."""
-    from scalix_migrate.report import write_reports
+    """Rebuild the report files (preflight history included) from the journal."""
+    from scalix_migrate.report import write_preflight_files, write_reports
     from scalix_migrate.steps import journal_for
 
     cfg = _config(file)
     with journal_for(cfg) as journal:
         files = write_reports(journal, cfg.tenant, cfg.options.reports_dir)
+        write_preflight_files(journal.preflight_history(cfg.tenant), cfg.options.reports_dir)
     console.print(f"report: {files.report_html}")
 
 
