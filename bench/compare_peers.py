@@ -56,6 +56,11 @@ from peer_corpus import FOLDERS, KINDS, Held, compare_folder, held, make_corpus 
 
 from scalix_migrate.records import ScalixUser  # noqa: E402
 
+# imapsync 2.229 as shipped in shared/peers (read-only there: run through perl).
+IMAPSYNC_SCRIPT = Path(
+    os.environ.get("SXM_IMAPSYNC", REPO.parent / "shared" / "peers" / "imapsync")
+)
+IMAPSYNC = ["perl", str(IMAPSYNC_SCRIPT)]
 # Folders the destination Dovecot creates for every login (not on the source).
 DEST_OWN_FOLDERS = ("Archive", "Junk", "Sent", "Trash")
 RUN_TIMEOUT_S = 1800.0
@@ -79,12 +84,21 @@ class Result:
     steps: dict[str, Any] = field(default_factory=dict)  # scalix-migrate: its own accounts
     msg_s: float = 0.0
     mb_s: float = 0.0
+    delta_s: float = 0.0  # after 1 % new messages and some flag changes at the source
+    fidelity_delta: dict[str, int] = field(default_factory=dict)
+    prefect: dict[str, float] = field(default_factory=dict)  # end-to-end runs: from the API
 
 
 # --- child processes -------------------------------------------------------------------------
 
 
-def spawn(argv: list[str], log: Path, *, timeout_s: float = RUN_TIMEOUT_S) -> tuple[int, float]:
+def spawn(
+    argv: list[str],
+    log: Path,
+    env: dict[str, str] | None = None,
+    *,
+    timeout_s: float = RUN_TIMEOUT_S,
+) -> tuple[int, float]:
     """Run ``argv`` (output to ``log``); return (exit code, peak RSS in MB of that program).
 
     The RSS comes from ``/usr/bin/time -f %M``, not from our own ``wait4``: a child forked from
@@ -93,7 +107,9 @@ def spawn(argv: list[str], log: Path, *, timeout_s: float = RUN_TIMEOUT_S) -> tu
     rss_file = log.with_suffix(f".rss{uuid.uuid4().hex[:6]}")
     timed = ["/usr/bin/time", "-f", "%M", "-o", str(rss_file), *argv]
     with log.open("ab") as out:
-        proc = subprocess.Popen(timed, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            timed, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env
+        )
     deadline = time.monotonic() + timeout_s
     while True:
         pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
@@ -115,7 +131,7 @@ def spawn(argv: list[str], log: Path, *, timeout_s: float = RUN_TIMEOUT_S) -> tu
     return proc.returncode, kib / 1024
 
 
-def spawn_all(jobs: list[tuple[list[str], Path]], at_once: int) -> tuple[float, list[int], float]:
+def spawn_all(jobs: list[Any], at_once: int) -> tuple[float, list[int], float]:
     """Run the jobs ``at_once`` at a time; (wall s, exit codes, largest peak RSS in MB)."""
     t0 = time.perf_counter()
     with ThreadPoolExecutor(max_workers=at_once) as pool:
@@ -176,6 +192,10 @@ class Bench:
     source: Snapshot
     src_secret: Path
     dst_secret: Path
+    prefect_api: str | None = None
+    deltas: list[tuple[Result, str, Callable[[], tuple[float, list[int], float]], Any]] = field(
+        default_factory=list
+    )
 
     def src_login(self, user: ScalixUser) -> str:
         return f"mboxadmin:{self.bed.admin_user}:{user.addresses[0]}"
@@ -200,9 +220,20 @@ class Bench:
         dst = snapshot(self.bed.dest_imap_port, logins, self.bed.dest_password)
         result.fidelity_rerun = fidelity(self.source, dst, target)
         result.rerun_added = result.fidelity_rerun["dest_total"] - result.fidelity["dest_total"]
+        self.deltas.append((result, label, run, target))
 
-    def scalix_migrate(self, at_once: int) -> Result:
-        label = f"sxm{at_once}"
+    def run_deltas(self, changed_source: Snapshot) -> None:
+        """After the source gained new mail and flag changes: each tool's next run."""
+        for result, label, run, target in self.deltas:
+            logins = {u.addresses[0]: self.dst_login(u, label) for u in self.users}
+            result.delta_s, codes, rss = run()
+            result.exit_codes += codes
+            result.peak_rss_mb = max(result.peak_rss_mb, rss)
+            dst = snapshot(self.bed.dest_imap_port, logins, self.bed.dest_password)
+            result.fidelity_delta = fidelity(changed_source, dst, target)
+
+    def scalix_migrate_core(self, at_once: int) -> Result:
+        label = f"core{at_once}"
         run_dir = self.work / label
         run_dir.mkdir()
         _, cfg = self.bed.make_config(
@@ -225,7 +256,7 @@ class Bench:
             str(at_once),
         ]
         log = run_dir / "worker.log"
-        result = Result("scalix-migrate", at_once)
+        result = Result("scalix-migrate core", at_once)
         self.measure(result, label, lambda: spawn_all([(argv, log)], 1), self._journal_target(cfg))
         runs = [
             json.loads(line[len(WORKER_MARK) :])
@@ -234,15 +265,74 @@ class Bench:
         ]
         for name, users in zip(("first", "rerun"), runs, strict=False):
             result.steps[name] = {
-                **{
-                    k: round(sum(u[k] for u in users), 2)
-                    for k in ("extract_s", "load_s", "verify_s")
-                },
+                **{k: round(sum(u[k] for u in users), 2) for k in ("transfer_s", "verify_s")},
                 **{
                     k: sum(u[k] for u in users)
                     for k in ("staged", "appended", "failed", "verify_differences")
                 },
             }
+        return result
+
+    def scalix_migrate_run(self, at_once: int, *, temporary_server: bool = False) -> Result:
+        """``scalix-migrate run tenant.yaml`` as an operator runs it: discovery, preflight,
+        the flow, the report; against the running ``prefect server`` (or, with
+        ``temporary_server``, the CLI's own temporary one)."""
+        label = f"{'tmp' if temporary_server else 'run'}{at_once}"
+        run_dir = self.work / label
+        run_dir.mkdir()
+        _, cfg = self.bed.make_config(
+            run_dir,
+            destination={
+                "type": "imap",
+                "preset": "dovecot",
+                "login_template": "{local_part}-" + label + "@dest.test",
+            },
+            options={
+                "concurrency": {"users": at_once},
+                "users": {"include": [u.addresses[0] for u in self.users]},
+            },
+        )
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+        env["PREFECT_HOME"] = str(self.work / "prefect-home")
+        env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+        if not temporary_server:
+            assert self.prefect_api is not None
+            env["PREFECT_API_URL"] = self.prefect_api
+        argv = [
+            str(Path(sys.executable).with_name("scalix-migrate")),
+            "run",
+            str(run_dir / "tenant.yaml"),
+        ]
+        log = run_dir / "run.log"
+        tool = "scalix-migrate run" + (" (temporary server)" if temporary_server else "")
+        result = Result(tool, at_once)
+
+        def run() -> tuple[float, list[int], float]:
+            started = time.time()
+            outcome = spawn_all([(argv, log, env)], 1)
+            if not result.prefect and not temporary_server and self.prefect_api is not None:
+                # The full run's flow run, read before the rerun makes another.
+                result.prefect = prefect_timings(self.prefect_api, started, len(self.users))
+            return outcome
+
+        self.measure(result, label, run, self._journal_target(cfg))
+        return result
+
+    def limit(self, at_once: int) -> Result:
+        """bench/minimal_copier.py per user: fetch + APPEND, pipelined, nothing else."""
+        label = f"limit{at_once}"
+        run_dir = self.work / label
+        run_dir.mkdir()
+        jobs: list[tuple[list[str], Path] | tuple[list[str], Path, dict[str, str]]] = []
+        for u in self.users:
+            argv = [
+                sys.executable, str(REPO / "bench" / "minimal_copier.py"),
+                str(self.bed.imap_port), self.src_login(u), str(self.src_secret),
+                str(self.bed.dest_imap_port), self.dst_login(u, label), str(self.dst_secret),
+            ]  # fmt: skip
+            jobs.append((argv, run_dir / f"{u.addresses[0]}.log"))
+        result = Result("limit: minimal Python copier", at_once)
+        self.measure(result, label, lambda: spawn_all(jobs, at_once), lambda _u, f: f)
         return result
 
     def _journal_target(self, cfg: Any) -> Callable[[str, str], str]:
@@ -263,7 +353,7 @@ class Bench:
         jobs = []
         for u in self.users:
             argv = [
-                "imapsync", "--host1", "127.0.0.1", "--port1", str(self.bed.imap_port),
+                *IMAPSYNC, "--host1", "127.0.0.1", "--port1", str(self.bed.imap_port),
                 "--user1", self.src_login(u), "--passfile1", str(self.src_secret),
                 "--nossl1", "--notls1",
                 "--host2", "127.0.0.1", "--port2", str(self.bed.dest_imap_port),
@@ -322,11 +412,11 @@ def _user_data(u: ScalixUser) -> dict[str, Any]:
 
 
 def sxm_worker(config: str, users_file: str, at_once: str) -> None:
-    """The child process: extract -> load -> verify each user, ``at_once`` users at a time."""
+    """The child process: transfer (extract + load at once) -> verify each user,
+    ``at_once`` users at a time."""
     from scalix_migrate.config import load_config
-    from scalix_migrate.extract import extract_user
-    from scalix_migrate.load import load_user
     from scalix_migrate.steps import journal_for
+    from scalix_migrate.transfer import transfer_user
     from scalix_migrate.verify import verify_user
 
     cfg = load_config(Path(config))
@@ -338,26 +428,96 @@ def sxm_worker(config: str, users_file: str, at_once: str) -> None:
     def one(user: ScalixUser) -> dict[str, Any]:
         with journal_for(cfg) as journal:
             t0 = time.perf_counter()
-            ex = extract_user(cfg, journal, user)
+            moved = transfer_user(cfg, journal, user)
             t1 = time.perf_counter()
-            ld = load_user(cfg, journal, user)
-            t2 = time.perf_counter()
             vr = verify_user(cfg, journal, user)
-            t3 = time.perf_counter()
+            t2 = time.perf_counter()
         return {
-            "extract_s": t1 - t0,
-            "load_s": t2 - t1,
-            "verify_s": t3 - t2,
+            "transfer_s": t1 - t0,
+            "verify_s": t2 - t1,
             "user": user.key,
-            "staged": ex.staged,
-            "appended": ld.appended,
-            "already_present": ld.already_present,
-            "failed": ld.failed,
+            "staged": moved.extract.staged,
+            "appended": moved.load.appended,
+            "already_present": moved.load.already_present,
+            "failed": moved.load.failed,
             "verify_differences": len(vr.differences),
         }
 
     with ThreadPoolExecutor(max_workers=int(at_once)) as pool:
         print(WORKER_MARK + json.dumps(list(pool.map(one, users))), flush=True)
+
+
+# --- Prefect -------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_prefect_server(home: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """A real ``prefect server start`` on a free loopback port (SQLite, its own home)."""
+    import httpx
+
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    prefect = str(Path(sys.executable).with_name("prefect"))
+    argv = [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            argv, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+    api = f"http://127.0.0.1:{port}/api"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{api}/health", timeout=2).status_code == 200:
+                return proc, api
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None:
+            break
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGKILL)
+    raise SystemExit(f"prefect server did not start; see {log}")
+
+
+def prefect_timings(api: str, started_at: float, n_users: int) -> dict[str, float]:
+    """From the Prefect API, for the newest flow run: seconds from the CLI's start to the
+    flow run's start and to its first task run, the flow run's own duration, its task runs,
+    and an upper bound of the orchestration time per user (the flow run's time not spent
+    inside a task run, over the users; serial runs only mean it)."""
+    import httpx
+
+    runs = httpx.post(
+        f"{api}/flow_runs/filter", json={"sort": "START_TIME_DESC", "limit": 1}, timeout=30
+    ).json()
+    if not runs:
+        return {}
+    flow_run = runs[0]
+    tasks = httpx.post(
+        f"{api}/task_runs/filter",
+        json={"flow_runs": {"id": {"any_": [flow_run["id"]]}}, "limit": 200},
+        timeout=30,
+    ).json()
+
+    def ts(value: str | None) -> float:
+        return datetime.fromisoformat(value).timestamp() if value else 0.0
+
+    flow_start, flow_end = ts(flow_run["start_time"]), ts(flow_run["end_time"])
+    starts = sorted(ts(t["start_time"]) for t in tasks if t.get("start_time"))
+    in_tasks = sum(ts(t["end_time"]) - ts(t["start_time"]) for t in tasks if t.get("end_time"))
+    return {
+        "to_flow_start_s": round(flow_start - started_at, 2),
+        "to_first_task_s": round(starts[0] - started_at, 2) if starts else 0.0,
+        "flow_run_s": round(flow_end - flow_start, 2),
+        "task_runs": float(len(tasks)),
+        "outside_tasks_per_user_ms": round(1000 * (flow_end - flow_start - in_tasks) / n_users),
+    }
 
 
 # --- setup and reporting ---------------------------------------------------------------------
@@ -390,22 +550,73 @@ def seed(bed: Any, n_users: int, n_messages: int, seed_value: int) -> list[Scali
 def table(results: list[Result], n_msgs: int, mbytes: float) -> str:
     head = (
         "| tool | users at once | full run s | msg/s | MB/s | peak RSS MB | rerun s "
-        "| rerun added | exact | missing | extra | changed | flags | dates | exit |"
+        "| rerun added | delta s | exact | missing | extra | changed | flags | dates "
+        "| exact after delta | exit |"
     )
-    lines = [head, "|" + "---|" * 15]
+    lines = [head, "|" + "---|" * 17]
     for r in results:
         if not r.available:
-            lines.append(f"| {r.tool} | {r.at_once} | not run: {r.note} |" + " |" * 12)
+            lines.append(f"| {r.tool} | {r.at_once} | not run: {r.note} |" + " |" * 14)
             continue
-        f = r.fidelity
+        f, d = r.fidelity, r.fidelity_delta
         codes = sorted(set(r.exit_codes))
+        delta = f"{r.delta_s:.2f}" if d else ""
+        after = (
+            f"{d['exact']} (missing {d['missing']}, changed {d['changed']}, flags {d['flags']})"
+            if d
+            else ""
+        )
         lines.append(
             f"| {r.tool} | {r.at_once} | {r.wall_s:.1f} | {n_msgs / r.wall_s:.0f} "
             f"| {mbytes / r.wall_s:.1f} | {r.peak_rss_mb:.0f} | {r.rerun_s:.2f} "
-            f"| {r.rerun_added} | {f['exact']} | {f['missing']} | {f['extra']} | {f['changed']} "
-            f"| {f['flags']} | {f['dates']} | {','.join(map(str, codes))} |"
+            f"| {r.rerun_added} | {delta} | {f['exact']} | {f['missing']} | {f['extra']} "
+            f"| {f['changed']} | {f['flags']} | {f['dates']} | {after} "
+            f"| {','.join(map(str, codes))} |"
         )
     return "\n".join(lines)
+
+
+def ratios(results: list[Result]) -> str:
+    """Throughput ratios in this run: scalix-migrate against each peer and the limit."""
+    by = {(r.tool, r.at_once): r for r in results if r.available and r.wall_s}
+    lines = []
+    for (tool, n), r in sorted(by.items()):
+        if not tool.startswith("scalix-migrate"):
+            continue
+        parts = []
+        for peer in ("mbsync", "imapsync", "limit: minimal Python copier"):
+            other = by.get((peer, n))
+            if other is not None:
+                parts.append(f"{other.wall_s / r.wall_s:.2f}x {peer}")
+        parts.append(f"rerun {100 * r.rerun_s / r.wall_s:.1f} % of the full run")
+        if r.fidelity_delta:
+            parts.append(f"delta {100 * r.delta_s / r.wall_s:.1f} % of the full run")
+        lines.append(f"- {tool}, {n} at once: " + "; ".join(parts))
+    return "\n".join(lines)
+
+
+def change_source(bed: Any, users: list[ScalixUser], seed_value: int) -> tuple[int, int]:
+    """1 % new messages per user and \\Flagged set on about 2 % of each INBOX (the delta)."""
+    from tests.testbed.imap import login
+
+    added = flagged = 0
+    for i, u in enumerate(users):
+        address = u.addresses[0]
+        with login(bed.imap_port, f"mboxadmin:{bed.admin_user}:{address}", bed.admin_password) as c:
+            c.select_folder("INBOX")
+            uids = c.search("ALL")
+            some = uids[:: max(1, len(uids) // max(1, len(uids) // 50))][: max(1, len(uids) // 50)]
+            c.add_flags(some, [b"\\Flagged"])
+            flagged += len(some)
+            total = sum(c.folder_status(f, [b"MESSAGES"])[b"MESSAGES"] for f in _folders(c))
+        new = make_corpus(seed_value * 7919 + i, f"delta{i}", max(1, total // 100))
+        bed.seed_messages(address, new)
+        added += len(new)
+    return added, flagged
+
+
+def _folders(client: Any) -> list[str]:
+    return [str(f) for flags, _, f in client.list_folders() if b"\\Noselect" not in set(flags)]
 
 
 def _version(argv: list[str]) -> str:
@@ -416,19 +627,31 @@ def _version(argv: list[str]) -> str:
     return (out.stdout or out.stderr).strip().splitlines()[0] if (out.stdout or out.stderr) else ""
 
 
+TOOLS = ("run", "core", "limit", "imapsync", "mbsync")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=5)
     parser.add_argument("--messages", type=int, default=1000, help="per user, about")
     parser.add_argument("--parallel", type=int, default=3)
-    parser.add_argument("--tools", default="scalix-migrate,imapsync,mbsync")
+    parser.add_argument("--tools", default=",".join(TOOLS), help=f"of {', '.join(TOOLS)}")
+    parser.add_argument(
+        "--temporary-server",
+        action="store_true",
+        help="also `scalix-migrate run` with the CLI's temporary Prefect server (1 at once)",
+    )
     parser.add_argument("--no-serial", action="store_true", help="skip the 1-at-a-time runs")
+    parser.add_argument("--no-delta", action="store_true", help="skip the delta runs")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     parser.add_argument("--keep", action="store_true", help="keep the tools' logs and configs")
     args = parser.parse_args()
     if not (1 <= args.users <= 50 and 1 <= args.messages <= 20000 and 1 <= args.parallel <= 8):
         parser.error("--users 1..50, --messages 1..20000, --parallel 1..8")
+    tools = [t.strip() for t in args.tools.split(",") if t.strip()]
+    if unknown := set(tools) - set(TOOLS):
+        parser.error(f"--tools: unknown {sorted(unknown)}; known: {', '.join(TOOLS)}")
 
     from tests.testbed.bed import running_testbed
 
@@ -436,17 +659,17 @@ def main() -> None:
     load_start = os.getloadavg()
     modes = [args.parallel] + ([] if args.no_serial or args.parallel == 1 else [1])
     results: list[Result] = []
-    with running_testbed() as bed:
+    server: subprocess.Popen[bytes] | None = None
+    # The fast emulators run an admin-command batch in one process: the stand-in's Python
+    # start-up per command (~0.1 s) is the test bed's cost, not the client's or Scalix's.
+    with running_testbed(fast_emulators=True) as bed:
         work = Path(tempfile.mkdtemp(prefix="sxm-peers-"))
         try:
             t0 = time.perf_counter()
             users = seed(bed, args.users, args.messages, args.seed)
             seed_s = time.perf_counter() - t0
-            source = snapshot(
-                bed.imap_port,
-                {u.addresses[0]: f"mboxadmin:{bed.admin_user}:{u.addresses[0]}" for u in users},
-                bed.admin_password,
-            )
+            logins = {u.addresses[0]: f"mboxadmin:{bed.admin_user}:{u.addresses[0]}" for u in users}
+            source = snapshot(bed.imap_port, logins, bed.admin_password)
             n_msgs = sum(len(m) for f in source.values() for m in f.values())
             mbytes = sum(h.size for f in source.values() for m in f.values() for h in m) / 1e6
             print(
@@ -460,46 +683,65 @@ def main() -> None:
             src_secret.write_text(bed.admin_password + "\n")
             dst_secret.write_text(bed.dest_password + "\n")
             bench = Bench(bed, work, users, source, src_secret, dst_secret)
-            runners = {
-                "scalix-migrate": bench.scalix_migrate,
+            if "run" in tools:
+                t0 = time.perf_counter()
+                server, bench.prefect_api = start_prefect_server(
+                    work / "prefect-home", work / "prefect-server.log"
+                )
+                print(f"prefect server up in {time.perf_counter() - t0:.1f} s", flush=True)
+            runners: dict[str, Callable[[int], Result]] = {
+                "run": bench.scalix_migrate_run,
+                "core": bench.scalix_migrate_core,
+                "limit": bench.limit,
                 "imapsync": bench.imapsync,
                 "mbsync": bench.mbsync,
             }
-            for tool in [t.strip() for t in args.tools.split(",") if t.strip()]:
-                binary = {"imapsync": "imapsync", "mbsync": "mbsync"}.get(tool)
-                for at_once in modes:
-                    if binary and shutil.which(binary) is None:
-                        results.append(
-                            Result(
-                                tool,
-                                at_once,
-                                available=False,
-                                note=f"`{binary}` is not installed (see README)",
-                            )
-                        )
-                        continue
+            plan = [(tool, n) for tool in tools for n in modes]
+            if args.temporary_server:
+                plan.append(("temporary", 1))
+            for tool, at_once in plan:
+                missing = _missing(tool)
+                if missing:
+                    results.append(Result(tool, at_once, available=False, note=missing))
+                    continue
+                if tool == "temporary":
+                    result = bench.scalix_migrate_run(1, temporary_server=True)
+                else:
                     result = runners[tool](at_once)
-                    result.msg_s, result.mb_s = n_msgs / result.wall_s, mbytes / result.wall_s
-                    results.append(result)
-                    print(
-                        f"{tool} x{at_once}: {result.wall_s:.1f} s, rerun {result.rerun_s:.2f} s,"
-                        f" fidelity {result.fidelity}",
-                        flush=True,
-                    )
+                result.msg_s, result.mb_s = n_msgs / result.wall_s, mbytes / result.wall_s
+                results.append(result)
+                print(
+                    f"{result.tool} x{at_once}: {result.wall_s:.1f} s, rerun "
+                    f"{result.rerun_s:.2f} s, fidelity {result.fidelity}",
+                    flush=True,
+                )
+            if not args.no_delta and bench.deltas:
+                added, flagged = change_source(bed, users, args.seed)
+                changed = snapshot(bed.imap_port, logins, bed.admin_password)
+                print(f"delta: {added} new messages, {flagged} flags changed", flush=True)
+                bench.run_deltas(changed)
         finally:
+            if server is not None:
+                os.killpg(server.pid, signal.SIGTERM)
+                server.wait(timeout=30)
             if args.keep:
                 print(f"kept {work}")
             else:
                 shutil.rmtree(work, ignore_errors=True)
     total_s = time.perf_counter() - started
-    text = table(results, n_msgs, mbytes) + "".join(
-        f"\n\nscalix-migrate, {r.at_once} at once, {name}: step seconds summed over users "
-        f"extract {st['extract_s']}, load {st['load_s']}, verify {st['verify_s']}; staged "
-        f"{st['staged']}, appended {st['appended']}, failed {st['failed']}, its own verify "
-        f"found {st['verify_differences']} difference(s)"
+    notes = [
+        f"{r.tool}, {r.at_once} at once, {name}: step seconds summed over users transfer "
+        f"{st['transfer_s']}, verify {st['verify_s']}; staged {st['staged']}, appended "
+        f"{st['appended']}, failed {st['failed']}, its own verify found "
+        f"{st['verify_differences']} difference(s)"
         for r in results
         for name, st in r.steps.items()
-    )
+    ] + [
+        f"{r.tool}, {r.at_once} at once, from the Prefect API: {r.prefect}"
+        for r in results
+        if r.prefect
+    ]
+    text = table(results, n_msgs, mbytes) + "\n\n" + ratios(results) + "\n\n" + "\n\n".join(notes)
     print(text)
     meta = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -512,11 +754,10 @@ def main() -> None:
         "seed": args.seed,
         "total_s": round(total_s, 1),
         "seed_s": round(seed_s, 1),
+        "argv": sys.argv[1:],
         "versions": {
             "mbsync": _version(["mbsync", "--version"]),
-            "imapsync": _version(["imapsync", "--version"])
-            if shutil.which("imapsync")
-            else "not installed",
+            "imapsync": _version([*IMAPSYNC, "--version"]) if not _missing("imapsync") else "",
             "dovecot": _version(["dovecot", "--version"]),
             "python": platform.python_version(),
         },
@@ -527,7 +768,7 @@ def main() -> None:
         json.dumps({"meta": meta, "results": [asdict(r) for r in results]}, indent=2)
     )
     md = (
-        f"# compare_peers.py, {meta['date']}\n\n"
+        f"# compare_peers.py {' '.join(sys.argv[1:])}, {meta['date']}\n\n"
         f"{meta['users']} users, {n_msgs} messages, {meta['megabytes']} MB; machine "
         f"{meta['machine']}; load average {load_start[0]:.2f} at start, "
         f"{meta['load_avg_end'][0]:.2f} at end (other work shares the machine); whole run "
@@ -536,6 +777,19 @@ def main() -> None:
     (args.out / f"compare_peers-{stamp}.md").write_text(md)
     (args.out / "latest.md").write_text(md)
     print(f"whole run {total_s:.1f} s; written to {args.out}")
+
+
+def _missing(tool: str) -> str:
+    """Why a peer cannot run here ('' when it can): shown in its row, never estimated."""
+    if tool == "mbsync" and shutil.which("mbsync") is None:
+        return "`mbsync` is not installed (Debian package isync; see bench/README.md)"
+    if tool == "imapsync":
+        if shutil.which("perl") is None or not IMAPSYNC_SCRIPT.is_file():
+            return f"imapsync not found at {IMAPSYNC_SCRIPT} (set SXM_IMAPSYNC)"
+        probe = subprocess.run([*IMAPSYNC, "--version"], capture_output=True, timeout=60)
+        if probe.returncode != 0:
+            return "imapsync's Perl modules are missing (bench/install-peers.sh)"
+    return ""
 
 
 if __name__ == "__main__":

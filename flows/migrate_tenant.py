@@ -1,7 +1,8 @@
 """The migration procedure for one tenant, as one Prefect flow run.
 
-discover-users -> preflight-validate -> restart-service -> per user: extract -> load ->
-verify -> report. Read it top to bottom; the work is in ``tasks/`` and the core.
+discover-users -> preflight-validate -> restart-service -> per user: transfer (extract, and
+load while it runs) -> verify -> report. Read it top to bottom; the work is in ``tasks/``
+and the core.
 """
 
 from __future__ import annotations
@@ -145,7 +146,8 @@ def _procedure(
         return Completed(message=f"dry run: {len(runnable)} users would migrate")
     tasks.ensure_source_limit(config)
     try:
-        failed, paused = _migrate_users(config, runnable, phase)
+        with tasks.source_slots(config, len(runnable)):
+            failed, paused = _migrate_users(config, runnable, phase)
     finally:
         tasks.let_users_in(config)
 
@@ -206,10 +208,10 @@ def _final_state(
 def _migrate_users(
     config: TenantConfig, users: list[ScalixUser], phase: Literal["full", "delta"]
 ) -> tuple[list[str], list[str]]:
-    """Run extract -> load -> verify per user, at most ``concurrency.users`` users at once."""
+    """Run transfer (extract and load at once) -> verify per user, at most
+    ``concurrency.users`` users at once."""
     chain: list[tuple[str, Callable[[ScalixUser], PrefectFuture[Any]]]] = [
-        ("extract", lambda u: tasks.extract_user.submit(config, u, phase)),
-        ("load", lambda u: tasks.load_user.submit(config, u)),
+        ("transfer", lambda u: tasks.transfer_user.submit(config, u, phase)),
         ("verify", lambda u: tasks.verify_user.submit(config, u)),
     ]
     created = create_progress_artifact(
@@ -224,7 +226,7 @@ def _migrate_users(
     paused_users: list[str] = []
     finished = 0
     while waiting or running:
-        while waiting and len(running) < config.options.concurrency.users:
+        while waiting and len(running) < tasks.users_at_once(config):
             user = waiting.popleft()
             running.append(_UserRun(user, chain[0][1](user)))
         concurrent.futures.wait(
@@ -237,7 +239,7 @@ def _migrate_users(
             state = run.future.state
             if state.is_completed():
                 run.results[chain[run.step][0]] = state.result()
-            paused = bool(run.results.get("load", {}).get("stopped_code"))
+            paused = bool(run.results.get("transfer", {}).get("stopped_code"))
             if state.is_completed() and run.step + 1 < len(chain) and not paused:
                 run.step += 1
                 run.future = chain[run.step][1](run.user)

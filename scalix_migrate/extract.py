@@ -25,8 +25,11 @@ hash, size, Message-ID) through :meth:`Journal.record_refetched`; one that still
 ``failed`` with the new reason. After a UIDVALIDITY change the old rows are not retried: the
 re-planned folder fetches every message again under its new UIDs.
 
-Durability: each batch's files are written without per-file fsync and synced together at the
-end of :meth:`StagingStore.batch`, before the batch's journal transaction.
+Durability: each batch's files are written without per-file fsync; a committer thread then
+syncs them together and only after that records the batch in the journal (batches in UID
+order, at most two waiting), while the extract fetches the next batch. A folder's batches are
+all committed before the next folder starts, and those fetched whole are committed even when
+a later FETCH fails.
 
 A user without a message store: Scalix creates the store at first sign-on (scalix.md §0), so
 a login that works on an empty store lists no messages and is simply an empty mailbox. When
@@ -38,7 +41,9 @@ from __future__ import annotations
 
 import fnmatch
 import logging
+import queue
 import re
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
@@ -49,6 +54,7 @@ from typing import Literal
 from scalix_migrate import groupware
 from scalix_migrate.config import FolderOptions, TenantConfig
 from scalix_migrate.errors import ItemError, UserError
+from scalix_migrate.feed import LoadFeed, LoadStopped
 from scalix_migrate.ratelimit import limiter_for
 from scalix_migrate.records import (
     FetchedMessage,
@@ -250,6 +256,84 @@ def _placeholder(uidvalidity: int, uid: int) -> str:
     return f"unfetched-{uidvalidity}-{uid}"
 
 
+class _Committer:
+    """Makes staged batches durable and records them, one after another, in a thread of its
+    own: the extract fetches the next batch while the disk syncs this one.
+
+    Order is kept (one thread, a FIFO queue, at most ``DEPTH`` batches waiting), so the
+    folder's cursor only ever advances over committed batches. The first error stops the
+    committer; it is raised in the extract thread at the next ``submit`` or ``flush``.
+    """
+
+    DEPTH = 2
+
+    def __init__(self, journal: Journal, tenant: str, user_key: str, feed: LoadFeed | None):
+        self.journal, self.tenant, self.user_key, self.feed = journal, tenant, user_key, feed
+        self._queue: queue.Queue[_Commit | None] = queue.Queue(maxsize=self.DEPTH)
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def submit(
+        self,
+        files: StagingBatch,
+        cursor: FolderCursor,
+        entries: list[LedgerEntry],
+        highest_uid: int,
+        errors: dict[int, tuple[str | None, str]],
+    ) -> None:
+        self._raise_error()
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._work, name=f"commit-{self.user_key}", daemon=True
+            )
+            self._thread.start()
+        self._queue.put(_Commit(files, cursor, entries, highest_uid, errors))
+
+    def flush(self) -> None:
+        """Wait until every submitted batch is committed (or the committer failed)."""
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+        self._raise_error()
+
+    def _raise_error(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def _work(self) -> None:
+        while (item := self._queue.get()) is not None:
+            if self._error is not None:
+                continue  # drain: nothing after a failed batch may be recorded
+            try:
+                item.files.sync()
+                self.journal.record_batch(
+                    self.tenant, self.user_key, item.cursor, item.entries, item.highest_uid
+                )
+                self.journal.set_item_errors(
+                    self.tenant, self.user_key, item.cursor.folder, item.cursor.uidvalidity,
+                    item.errors,
+                )  # fmt: skip
+            except BaseException as exc:  # raised in the extract thread
+                self._error = exc
+                continue
+            if self.feed is not None:
+                try:
+                    self.feed.batch_recorded()  # the load that follows may append it now
+                except LoadStopped as exc:
+                    self._error = exc
+
+
+@dataclass(frozen=True)
+class _Commit:
+    files: StagingBatch
+    cursor: FolderCursor  # the folder's cursor when it was opened: batches come in UID order
+    entries: list[LedgerEntry]
+    highest_uid: int
+    errors: dict[int, tuple[str | None, str]]
+
+
 class _FolderRun:
     """Extract one folder: plan, fetch, stage, record. Holds no more than one batch."""
 
@@ -261,9 +345,11 @@ class _FolderRun:
         mbox: ScalixMailbox,
         store: StagingStore,
         tally: _Tally,
+        feed: LoadFeed | None = None,
     ) -> None:
         self.cfg, self.journal, self.user, self.mbox = cfg, journal, user, mbox
-        self.store, self.tally = store, tally
+        self.store, self.tally, self.feed = store, tally, feed
+        self.committer = _Committer(journal, cfg.tenant, user.key, feed)
         msg = cfg.options.messages
         self.since = date.fromisoformat(msg.since) if msg.since else None
         self.before = date.fromisoformat(msg.before) if msg.before else None
@@ -296,9 +382,13 @@ class _FolderRun:
             self._retry_unfetched(folder, cursor)
         uids = self.mbox.uids_above(folder, cursor.highest_uid) if exists else []
         self.tally.found += len(uids)
-        for start in range(0, len(uids), META_CHUNK):
-            infos = list(self.mbox.message_info(folder, uids[start : start + META_CHUNK]))
-            cursor = self._planned(folder, cursor, infos)
+        try:
+            for start in range(0, len(uids), META_CHUNK):
+                infos = list(self.mbox.message_info(folder, uids[start : start + META_CHUNK]))
+                self._planned(folder, cursor, infos)
+        finally:
+            # What was fetched whole is committed even when the next fetch failed.
+            self.committer.flush()
 
     def _retry_unfetched(self, folder: SourceFolder, cursor: FolderCursor) -> None:
         """Ask again for the messages whose FETCH failed in an earlier run (same UIDVALIDITY)."""
@@ -348,10 +438,12 @@ class _FolderRun:
         tenant, key = self.cfg.tenant, self.user.key
         self.journal.record_refetched(tenant, key, entries)
         self.journal.set_item_errors(tenant, key, folder.name, cursor.uidvalidity, errors)
+        if self.feed is not None:
+            self.feed.batch_recorded()
 
     def _planned(
         self, folder: SourceFolder, cursor: FolderCursor, infos: list[MessageInfo]
-    ) -> FolderCursor:
+    ) -> None:
         """Cut ``infos`` into batches (fetched and filtered together, in UID order)."""
         imap = self.cfg.source.imap
         segment: list[MessageInfo] = []
@@ -365,50 +457,45 @@ class _FolderRun:
                     count >= imap.fetch_batch_messages or size + info.size > imap.fetch_batch_bytes
                 )
             ):
-                cursor = self._record(folder, cursor, segment)
+                self._record(folder, cursor, segment)
                 segment, count, size = [], 0, 0
             segment.append(info)
             if fetch:
                 count, size = count + 1, size + info.size
         if segment:
-            cursor = self._record(folder, cursor, segment)
-        return cursor
+            self._record(folder, cursor, segment)
 
     def _record(
         self, folder: SourceFolder, cursor: FolderCursor, segment: list[MessageInfo]
-    ) -> FolderCursor:
+    ) -> None:
+        """Fetch and stage one batch, then hand it to the committer (sync + journal)."""
         entries: list[LedgerEntry] = []
         errors: dict[int, tuple[str | None, str]] = {}
         to_fetch = [i for i in segment if self._excluded(i) is None]
         fetched: dict[int, FetchedMessage | FetchFailure] = {}
         for batch in self.mbox.fetch(folder, to_fetch):
             fetched.update((r.uid, r) for r in batch)
-        with self.store.batch() as files:
-            for info in segment:
-                result = fetched.get(info.uid)
-                if isinstance(result, FetchedMessage):
-                    entries.append(self._staged(folder, cursor, result, files))
-                    continue
-                excluded = self._excluded(info)
-                if excluded is not None:
-                    state, (code, detail) = LoadState.skipped, excluded
-                    self.tally.skipped += 1
-                else:
-                    reason = result.reason if result is not None else "not returned"
-                    state, code, detail = LoadState.failed, "SXM-IMAP-004", reason
-                    self.tally.failed += 1
-                entries.append(self._unstaged(folder, cursor, info, state))
-                errors[info.uid] = (code, detail)
-                if code is not None:
-                    self.tally.problems.append(ItemProblem(folder.name, info.uid, code, detail))
-        # Only now, with the batch's files synced, may the journal point at them.
-        cursor = self.journal.record_batch(
-            self.cfg.tenant, self.user.key, cursor, entries, max(i.uid for i in segment)
-        )
-        self.journal.set_item_errors(
-            self.cfg.tenant, self.user.key, folder.name, cursor.uidvalidity, errors
-        )
-        return cursor
+        files = StagingBatch(self.store)
+        for info in segment:
+            result = fetched.get(info.uid)
+            if isinstance(result, FetchedMessage):
+                entries.append(self._staged(folder, cursor, result, files))
+                continue
+            excluded = self._excluded(info)
+            if excluded is not None:
+                state, (code, detail) = LoadState.skipped, excluded
+                self.tally.skipped += 1
+            else:
+                reason = result.reason if result is not None else "not returned"
+                state, code, detail = LoadState.failed, "SXM-IMAP-004", reason
+                self.tally.failed += 1
+            entries.append(self._unstaged(folder, cursor, info, state))
+            errors[info.uid] = (code, detail)
+            if code is not None:
+                self.tally.problems.append(ItemProblem(folder.name, info.uid, code, detail))
+        # The committer syncs the files and only then records the batch: the journal never
+        # points at bytes a crash can lose, and the next FETCH runs meanwhile.
+        self.committer.submit(files, cursor, entries, max(i.uid for i in segment), errors)
 
     def _unstaged(
         self, folder: SourceFolder, cursor: FolderCursor, info: MessageInfo, state: LoadState
@@ -471,12 +558,15 @@ def extract_user(
     *,
     phase: Phase = "full",
     mailbox: MailboxFactory = ScalixMailbox,
+    feed: LoadFeed | None = None,
 ) -> ExtractResult:
     """Extract one user's mailbox into the staging store and the journal (see module doc).
 
     Raises :class:`UserError` (login refused, LIST failed) or :class:`TransientError`
     (network); a rerun after either resumes from the folder cursors. ``mailbox`` is the
-    adapter factory (a seam for tests that wrap the real adapter).
+    adapter factory (a seam for tests that wrap the real adapter). ``feed`` is told the
+    folders and every recorded batch, for a load that runs at the same time
+    (:mod:`scalix_migrate.transfer`); it is not finished here.
     """
     store = StagingStore(cfg.options.staging_dir, cfg.tenant, user.key)
     conc = cfg.options.concurrency
@@ -494,8 +584,11 @@ def extract_user(
             limiter.connection(wait_s=cfg.source.imap.timeout_s * 10, user=user.key),
             mailbox(cfg, user) as mbox,
         ):
-            run = _FolderRun(cfg, journal, user, mbox, store, tally)
-            for folder in select_folders(mbox.list_folders(), cfg.options.folders):
+            run = _FolderRun(cfg, journal, user, mbox, store, tally, feed)
+            selected = select_folders(mbox.list_folders(), cfg.options.folders)
+            if feed is not None:
+                feed.folders_listed(selected)
+            for folder in selected:
                 try:
                     run.run(folder, known.get(folder.name))
                 except ItemError as err:

@@ -73,6 +73,23 @@ def map_flags(
     return MappedFlags(frozenset(kept), frozenset(dropped))
 
 
+class FlagMapper:
+    """``map_flags(...).flags`` for one table and destination, remembered per flag set: a
+    mailbox has a few dozen distinct flag sets and every message asks for one."""
+
+    def __init__(self, table: Mapping[str, str | None], *, keywords_allowed: bool) -> None:
+        self.table, self.keywords_allowed = table, keywords_allowed
+        self._known: dict[frozenset[str], frozenset[str]] = {}
+
+    def __call__(self, flags: frozenset[str]) -> frozenset[str]:
+        mapped = self._known.get(flags)
+        if mapped is None:
+            mapped = map_flags(flags, self.table, keywords_allowed=self.keywords_allowed).flags
+            if len(self._known) < 4096:  # bounded: a pathological mailbox stays small
+                self._known[flags] = mapped
+        return mapped
+
+
 def comparable(flags: Iterable[str]) -> frozenset[str]:
     """Flags as compared by verification: ``\\Recent`` ignored, system flags canonical."""
     out = set()

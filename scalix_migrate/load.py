@@ -53,6 +53,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -65,11 +66,12 @@ from scalix_migrate.destinations.base import (
     open_destination,
 )
 from scalix_migrate.errors import ItemError, MigrationError, TransientError
-from scalix_migrate.flags import is_deleted, map_flags
+from scalix_migrate.feed import LoadFeed
+from scalix_migrate.flags import FlagMapper, is_deleted, map_flags
 from scalix_migrate.folders import FolderPlan, SourceFolderInfo, plan_folders
 from scalix_migrate.records import LedgerEntry, LoadState, ScalixUser, SpecialFolder
 from scalix_migrate.staging import StagingStore
-from scalix_migrate.state import Journal, flags_to_text, messages
+from scalix_migrate.state import Journal, flags_from_text, flags_to_text, messages
 
 BATCH_MESSAGES = 50
 BATCH_BYTES = 8 << 20
@@ -127,6 +129,7 @@ def mark_loaded(
             dest_folder=dest_folder,
             dest_uid=sa.bindparam("new_dest_uid"),
             dest_flags=sa.bindparam("new_dest_flags"),
+            verified_gen=None,  # a new destination id: verify proves it afresh
             error_code=None,
             error_detail=None,
             updated_at=now,
@@ -178,18 +181,41 @@ def load_user(
     user: ScalixUser,
     *,
     destination: Callable[[TenantConfig, ScalixUser], Destination] = open_destination,
+    feed: LoadFeed | None = None,
 ) -> LoadResult:
-    """Load every ``staged``/``appending`` row of ``user`` (see the module docstring)."""
+    """Load every ``staged``/``appending`` row of ``user`` (see the module docstring).
+
+    With a ``feed`` the load follows an extract that runs at the same time
+    (:mod:`scalix_migrate.transfer`): after what is staged already, it appends each batch
+    the extract records, until the extract has ended and nothing staged is left.
+    """
     tenant, key = cfg.tenant, user.key
-    pending = list(journal.entries(tenant, key, states=[LoadState.staged, LoadState.appending]))
-    with destination(cfg, user) as dest:
-        plans = plan_folders(cfg, source_folders(journal, tenant, key, pending), dest.layout)
-        created = _create_folders(journal, dest, tenant, key, plans)
-        run = _Run(cfg, journal, dest, key, {p.source: p.destination for p in plans})
-        # Reconciliation before any APPEND, on this one connection: every claim is known.
-        to_append = [e for e in pending if not run.reconciled(e)]
-        stopped = run.append_all(to_append, _connections(cfg), partial(destination, cfg, user))
-        synced = sync_flags(cfg, journal, dest, key)
+    try:
+        with destination(cfg, user) as dest:
+            # The folder plan is made once, from every folder this run will know, so each
+            # folder's destination name is the one a load after the extract would choose.
+            listed = feed.listed_folders() if feed is not None else []
+            pending = list(
+                journal.entries(tenant, key, states=[LoadState.staged, LoadState.appending])
+            )
+            known = source_folders(journal, tenant, key, pending)
+            names = {f.name for f in known}
+            plans = plan_folders(
+                cfg, [*known, *(f for f in listed if f.name not in names)], dest.layout
+            )
+            folders = _FolderMaker(journal, dest, tenant, key, plans)
+            folders.make(journal.folder_rows(tenant, key), pending)
+            run = _Run(cfg, journal, dest, key, {p.source: p.destination for p in plans})
+            # Reconciliation before any APPEND, on this one connection: every claim is known.
+            to_append = [e for e in pending if not run.reconciled(e)]
+            stopped = run.append_all(to_append, _connections(cfg), partial(destination, cfg, user))
+            if feed is not None:
+                stopped = _follow(feed, journal, run, folders, tenant, key, stopped)
+            synced = sync_flags(cfg, journal, dest, key)
+    except BaseException:
+        if feed is not None:
+            feed.load_failed()
+        raise
     c = run.counts
     return LoadResult(
         appended=c.appended,
@@ -197,7 +223,7 @@ def load_user(
         skipped=c.skipped,
         failed=c.failed,
         bytes=c.bytes,
-        folders_created=created,
+        folders_created=folders.created,
         folder_notes=tuple(f"{p.source}: {n}" for p in plans for n in p.notes),
         item_errors=(*run.item_failures(), *synced.failures),
         stopped_code=stopped,
@@ -206,27 +232,67 @@ def load_user(
     )
 
 
+def _follow(
+    feed: LoadFeed,
+    journal: Journal,
+    run: _Run,
+    folders: _FolderMaker,
+    tenant: str,
+    key: str,
+    stopped: str | None,
+) -> str | None:
+    """Append each batch the running extract records, until it has ended (see load_user).
+
+    On the one connection: the extract is the slower side, and a pool of connections
+    opened per batch would cost more logins than it saves."""
+    seen, done = 0, False
+    while not done and stopped is None:
+        seen, done = feed.wait_for_more(seen)
+        staged = list(journal.entries(tenant, key, states=[LoadState.staged]))
+        folders.make(journal.folder_rows(tenant, key), staged)
+        if staged:
+            stopped = run.append_all(staged, 1, lambda: run.dest)
+    return stopped
+
+
+class _FolderMaker:
+    """Creates planned destination folders once the journal knows their source folder."""
+
+    def __init__(
+        self,
+        journal: Journal,
+        dest: Destination,
+        tenant: str,
+        key: str,
+        plans: Sequence[FolderPlan],
+    ) -> None:
+        self.journal, self.dest, self.tenant, self.key = journal, dest, tenant, key
+        self.plans = {p.source: p for p in plans}
+        self.existing = set(dest.list_folders())
+        self.done: set[str] = set()
+        self.created = 0
+
+    def make(self, folder_rows: Sequence[dict[str, Any]], entries: Sequence[LedgerEntry]) -> None:
+        known = {str(r["folder"]) for r in folder_rows} | {e.folder for e in entries}
+        for source in sorted(known - self.done):
+            plan = self.plans.get(source)
+            if plan is None:
+                continue  # not in this run's plan: its rows are skipped as excluded
+            self.done.add(source)
+            if plan.destination is None:
+                continue
+            if plan.destination not in self.existing:
+                self.dest.ensure_folder(plan.destination)
+                self.existing.add(plan.destination)
+                self.created += 1
+            self.journal.set_dest_folder(self.tenant, self.key, plan.source, plan.destination)
+
+
 def _connections(cfg: TenantConfig) -> int:
     """Destination connections for one user: IMAP may use several; local sinks one."""
     if cfg.destination.type == "imap":
         return cfg.destination.connections_per_user
     return 1
-
-
-def _create_folders(
-    journal: Journal, dest: Destination, tenant: str, key: str, plans: Sequence[FolderPlan]
-) -> int:
-    existing = set(dest.list_folders())
-    created = 0
-    for plan in plans:
-        if plan.destination is None:
-            continue
-        if plan.destination not in existing:
-            dest.ensure_folder(plan.destination)
-            existing.add(plan.destination)
-            created += 1
-        journal.set_dest_folder(tenant, key, plan.source, plan.destination)
-    return created
 
 
 def _batches(entries: Sequence[LedgerEntry]) -> Iterator[list[LedgerEntry]]:
@@ -282,9 +348,9 @@ class _Run:
         self.counts = _Counts()
         self.failures: dict[int, list[ItemFailure]] = defaultdict(list)  # by batch index
         self.claimed: dict[str, set[str]] = defaultdict(set)
-        for e in journal.entries(cfg.tenant, key, states=[LoadState.loaded]):
-            if e.dest_folder and e.dest_uid:
-                self.claimed[e.dest_folder].add(e.dest_uid)
+        for _, dest_folder, dest_uid, _, _ in journal.loaded_flag_texts(cfg.tenant, key):
+            if dest_uid:
+                self.claimed[dest_folder].add(dest_uid)
         self.lock = threading.Lock()
         self.stop = threading.Event()  # budget reached, or a worker failed the user
         self.stopped: str | None = None
@@ -297,6 +363,7 @@ class _Run:
         self._budget: int | None = None
         self._used = 0
         self._max_size: int | None = None
+        self._mappers: dict[bool, FlagMapper] = {}  # by keywords_allowed
 
     def item_failures(self) -> list[ItemFailure]:
         """Item errors in ledger order (batch by batch), whatever thread met them."""
@@ -469,8 +536,7 @@ class _Run:
 
         Serially, a broken connection is retried after reconciling the batch; in parallel the
         TransientError goes to the caller, which hands the batch back (see the class doc)."""
-        table = self.cfg.options.flags.map
-        allowed = dest.layout.keywords_allowed
+        mapper = self._mapper(dest)
         rows = list(batch)
         # Committed before the APPEND: a crash from here on leaves rows to reconcile, not redo.
         self.journal.set_load_state([_id(e) for e in rows], LoadState.appending, dest_folder=folder)
@@ -480,7 +546,7 @@ class _Run:
             items = [
                 AppendItem(
                     body=self.store.get(e.sha256, user=self.key),
-                    flags=map_flags(e.flags, table, keywords_allowed=allowed).flags,
+                    flags=mapper(e.flags),
                     internaldate=e.internaldate,
                 )
                 for e in rows
@@ -513,6 +579,14 @@ class _Run:
             self.counts.appended += appended
             self.counts.bytes += appended_bytes
 
+    def _mapper(self, dest: Destination) -> FlagMapper:
+        allowed = dest.layout.keywords_allowed
+        mapper = self._mappers.get(allowed)
+        if mapper is None:
+            mapper = FlagMapper(self.cfg.options.flags.map, keywords_allowed=allowed)
+            self._mappers[allowed] = mapper
+        return mapper
+
     def fail(self, e: LedgerEntry, code: str, detail: str, *, index: int) -> None:
         self.journal.set_load_state(
             [_id(e)], LoadState.failed, error_code=code, error_detail=detail
@@ -543,13 +617,24 @@ def sync_flags(cfg: TenantConfig, journal: Journal, dest: Destination, user_key:
     allowed = dest.layout.keywords_allowed
     todo: dict[str, list[tuple[LedgerEntry, frozenset[str]]]] = defaultdict(list)
     claimed: dict[str, set[str]] = defaultdict(set)
-    for e, given in journal.loaded_with_dest_flags(cfg.tenant, user_key):
+    # A mailbox has few distinct flag sets: map each once, compare the stored texts.
+    wanted: dict[str, tuple[str, frozenset[str]]] = {}
+    stale: dict[int, frozenset[str]] = {}
+    for row_id, dest_folder, dest_uid, flags, given in journal.loaded_flag_texts(
+        cfg.tenant, user_key
+    ):
+        if dest_uid is not None:
+            claimed[dest_folder].add(dest_uid)
+        if flags not in wanted:
+            mapped = map_flags(flags_from_text(flags), table, keywords_allowed=allowed).flags
+            wanted[flags] = (flags_to_text(mapped), mapped)
+        want_text, want = wanted[flags]
+        if want_text != given:  # None (not known) differs too
+            stale[row_id] = want
+    for e in journal.entries_by_id(list(stale)):
         assert e.dest_folder is not None  # the query asks for it
-        if e.dest_uid is not None:
-            claimed[e.dest_folder].add(e.dest_uid)
-        want = map_flags(e.flags, table, keywords_allowed=allowed).flags
-        if want != given:
-            todo[e.dest_folder].append((e, want))
+        assert e.id is not None
+        todo[e.dest_folder].append((e, stale[e.id]))
     if not todo:
         return FlagSync(0, ())
     store = StagingStore(cfg.options.staging_dir, cfg.tenant, user_key)

@@ -119,8 +119,12 @@ def imap_destination_findings(
     values = placeholders(cfg, user)
     login = dest.login_template.format(**values)
     where = f"{dest.host}:{dest.effective_port}"
-    ctx = ssl_context(
-        verify=dest.verify_certificate, ca_file=str(dest.ca_file) if dest.ca_file else None
+    ctx = (
+        ssl_context(
+            verify=dest.verify_certificate, ca_file=str(dest.ca_file) if dest.ca_file else None
+        )
+        if dest.tls is not TLSMode.none
+        else None
     )
     try:
         client = IMAPClient(

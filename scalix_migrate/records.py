@@ -130,3 +130,6 @@ class LedgerEntry:
     dest_folder: str | None = None
     dest_uid: str | None = None
     id: int | None = None  # journal row id, once stored
+    # The destination folder's generation (IMAP: UIDVALIDITY) at which verify last proved
+    # this row's bytes there; None until then (see scalix_migrate.verify).
+    verified_gen: str | None = None

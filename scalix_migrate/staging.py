@@ -17,9 +17,10 @@ that the file system commits them together (one journal commit instead of one pe
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import re
-import tempfile
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -30,6 +31,29 @@ from scalix_migrate.errors import UserError
 _SAFE = re.compile(r"[^A-Za-z0-9@._+-]")
 #: concurrent fsyncs at the end of a batch (bounded: the machine's disks are shared)
 FSYNC_THREADS = 8
+_POOL_LOCK = threading.Lock()
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _fsync_pool() -> ThreadPoolExecutor:
+    """One pool for the process: a pool per batch started eight threads every time."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(max_workers=FSYNC_THREADS, thread_name_prefix="sxm-fsync")
+        return _POOL
+
+
+def _forget_pool_in_child() -> None:
+    global _POOL
+    _POOL = None  # a forked child has none of its parent's threads
+
+
+os.register_at_fork(after_in_child=_forget_pool_in_child)
+
+# Temp names unique within the process (pid + counter): no random retries as in mkstemp;
+# O_EXCL still refuses a name that exists (a crashed earlier process with the same pid).
+_TMP_SEQ = itertools.count()
 
 
 def sha256_hex(data: bytes) -> str:
@@ -50,12 +74,18 @@ class StagingStore:
     def __init__(self, root: Path, tenant: str, user_key: str) -> None:
         self.base = Path(root)
         self.root = self.base / safe_component(tenant) / safe_component(user_key)
+        self._root = str(self.root)  # the hot paths join strings: pathlib cost a tenth
+        self._made: set[str] = set()  # hash directories known to exist
+        self._made_lock = threading.Lock()
 
     def path_for(self, sha256: str) -> Path:
-        return self.root / sha256[:2] / sha256
+        return Path(self._file(sha256))
+
+    def _file(self, sha256: str) -> str:
+        return f"{self._root}/{sha256[:2]}/{sha256}"
 
     def has(self, sha256: str) -> bool:
-        return self.path_for(sha256).exists()
+        return os.path.exists(self._file(sha256))
 
     def put(self, data: bytes) -> str:
         """Store ``data`` (once), durably, and return its hash (a batch of one)."""
@@ -73,14 +103,23 @@ class StagingStore:
         yield batch
         batch.sync()
 
-    def _write(self, data: bytes) -> tuple[str, Path]:
+    def _write(self, data: bytes) -> tuple[str, str]:
         """Temp file + rename, no fsync; returns (hash, final path)."""
         digest = sha256_hex(data)
-        final = self.path_for(digest)
-        if final.exists():
+        directory = f"{self._root}/{digest[:2]}"
+        final = f"{directory}/{digest}"
+        if os.path.exists(final):
             return digest, final
-        final.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=".tmp-")
+        if directory not in self._made:
+            os.makedirs(directory, exist_ok=True)
+            with self._made_lock:
+                self._made.add(directory)
+        tmp = f"{directory}/.tmp-{os.getpid()}-{next(_TMP_SEQ)}"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileNotFoundError:  # the directory was removed since (a cleared stage)
+            os.makedirs(directory, exist_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
@@ -93,7 +132,8 @@ class StagingStore:
     def get(self, sha256: str, *, user: str | None = None) -> bytes:
         """Read a staged message and check it still matches its hash."""
         try:
-            data = self.path_for(sha256).read_bytes()
+            with open(self._file(sha256), "rb") as fh:
+                data = fh.read()
         except FileNotFoundError:
             raise UserError(
                 f"staged message {sha256[:12]} is missing", code="SXM-STG-001", user=user
@@ -110,7 +150,7 @@ class StagingStore:
         return sum(p.stat().st_size for p in self.root.rglob("*") if p.is_file())
 
 
-def _fsync(path: Path) -> None:
+def _fsync(path: str) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -123,7 +163,7 @@ class StagingBatch:
 
     def __init__(self, store: StagingStore) -> None:
         self.store = store
-        self.files: set[Path] = set()
+        self.files: set[str] = set()
 
     def put(self, data: bytes) -> str:
         """Write ``data`` (once) without fsync and return its hash; synced at the batch end."""
@@ -135,14 +175,13 @@ class StagingBatch:
         """fsync the files, then their directories and the ones above up to the staging root."""
         if not self.files:
             return
-        dirs = {f.parent for f in self.files}
+        dirs = {os.path.dirname(f) for f in self.files}
         up = self.store.root
         while up != self.store.base.parent and up != up.parent:
-            dirs.add(up)  # a directory created by this (or an unsynced) batch
+            dirs.add(str(up))  # a directory created by this (or an unsynced) batch
             up = up.parent
-        workers = min(FSYNC_THREADS, len(self.files))
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sxm-fsync") as pool:
-            # Data before names: list() waits for every file before any directory is synced.
-            list(pool.map(_fsync, sorted(self.files)))
-            list(pool.map(_fsync, sorted(dirs)))
+        pool = _fsync_pool()
+        # Data before names: list() waits for every file before any directory is synced.
+        list(pool.map(_fsync, sorted(self.files)))
+        list(pool.map(_fsync, sorted(dirs)))
         self.files.clear()

@@ -26,16 +26,14 @@ T = TypeVar("T")
 
 
 def open_journal(cfg: TenantConfig) -> Journal:
-    return Journal.open(url=cfg.options.state.url, directory=cfg.options.state.dir)
+    """The tenant's journal, shared by every step of this process (not to be closed)."""
+    return Journal.shared(url=cfg.options.state.url, directory=cfg.options.state.dir)
 
 
 @contextmanager
 def journal_for(cfg: TenantConfig) -> Iterator[Journal]:
-    journal = open_journal(cfg)
-    try:
-        yield journal
-    finally:
-        journal.close()
+    # A context manager for the callers' shape; the shared journal stays open after it.
+    yield open_journal(cfg)
 
 
 def _now() -> datetime:
@@ -260,6 +258,47 @@ def load_step(cfg: TenantConfig, user: ScalixUser) -> dict[str, Any]:
                 error_message="daily byte budget reached; resumes in the next run",
             )
     return counts_of(result)
+
+
+def transfer_step(cfg: TenantConfig, user: ScalixUser, *, phase: Phase = "full") -> dict[str, Any]:
+    """Extract and load at once (:mod:`scalix_migrate.transfer`); the counts of both, the
+    extract's under ``extract_``-prefixed keys where the names meet."""
+    from scalix_migrate.transfer import transfer_user
+
+    now = _now()
+    result = run_user_step(
+        cfg,
+        user,
+        "transfer",
+        lambda j: transfer_user(cfg, j, user, phase=phase),
+        running="transferring",
+        done="loaded",
+        started_col="extract_started",
+        finished_col="load_finished",
+    )
+    with journal_for(cfg) as journal:
+        journal.set_user_status(
+            cfg.tenant,
+            user.key,
+            "loaded",
+            load_started=now,  # the load starts with the extract and follows it
+            extract_finished=result.extract_finished,
+        )
+        if result.load.stopped_code:
+            journal.release_user(cfg.tenant, user.key)
+            journal.set_user_status(
+                cfg.tenant,
+                user.key,
+                "paused",
+                error_code=result.load.stopped_code,
+                error_message="daily byte budget reached; resumes in the next run",
+            )
+    extracted = counts_of(result.extract)
+    loaded = counts_of(result.load)
+    return {
+        **{(f"extract_{k}" if k in loaded else k): v for k, v in extracted.items()},
+        **loaded,
+    }
 
 
 def verify_step(cfg: TenantConfig, user: ScalixUser) -> dict[str, Any]:

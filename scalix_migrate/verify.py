@@ -12,19 +12,32 @@ Per destination folder (every folder the load mapped, and every folder a loaded 
   destination's, ``\\Recent`` ignored;
 * ``date``: the INTERNALDATE instants differ (time zones are not compared: servers may keep
   only the instant).
+
+A row's bytes are read back once. When its SHA-256 matched, the row records the destination
+folder's generation (IMAP: UIDVALIDITY) in ``verified_gen``; later verifies of that folder,
+while it keeps that generation, list the row's destination id without its bytes
+(:class:`~scalix_migrate.destinations.base.Proven`: a UID names one immutable message within
+a UIDVALIDITY) and compare its size, flags and date. So a rerun of a finished user costs a
+metadata FETCH per folder, not a second download of the mailbox. A new destination id (a
+re-append, a reconciliation) clears the proof, and so does any difference in bytes or size.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 from scalix_migrate.config import TenantConfig
-from scalix_migrate.destinations.base import Destination, DestinationMessage, open_destination
-from scalix_migrate.flags import comparable, map_flags
+from scalix_migrate.destinations.base import (
+    Destination,
+    DestinationMessage,
+    Proven,
+    open_destination,
+)
+from scalix_migrate.flags import FlagMapper, comparable
 from scalix_migrate.records import LedgerEntry, LoadState, ScalixUser
 from scalix_migrate.staging import StagingStore
 from scalix_migrate.state import Journal
@@ -89,17 +102,23 @@ def verify_user(
             expected.setdefault(row["dest_folder"], [])
     folders: list[FolderVerification] = []
     diffs: list[Difference] = []
+    proofs: dict[int, str | None] = {}
     with destination(cfg, user) as dest:
         present = set(dest.list_folders())
         for dest_folder in sorted(expected):
-            held = list(dest.messages(dest_folder)) if dest_folder in present else []
-            found = compare_folder(cfg, dest, store, dest_folder, expected[dest_folder], held, key)
+            rows = expected[dest_folder]
+            held = (
+                list(dest.messages(dest_folder, proven=_proven(rows)))
+                if dest_folder in present
+                else []
+            )
+            found = compare_folder(cfg, dest, store, dest_folder, rows, held, key, proofs=proofs)
             diffs.extend(found)
             kinds = [d.kind for d in found]
             folders.append(
                 FolderVerification(
                     dest_folder=dest_folder,
-                    expected=len(expected[dest_folder]),
+                    expected=len(rows),
                     found=len(held),
                     missing=kinds.count("missing"),
                     extra=kinds.count("extra"),
@@ -108,7 +127,20 @@ def verify_user(
                     dates=kinds.count("date"),
                 )
             )
+    journal.mark_verified(proofs)
     return VerifyResult(key, tuple(folders), tuple(diffs))
+
+
+def _proven(rows: Sequence[LedgerEntry]) -> Proven | None:
+    """The destination ids of ``rows`` proven in the folder generation most of them name."""
+    gens = Counter(e.verified_gen for e in rows if e.verified_gen and e.dest_uid)
+    if not gens:
+        return None
+    generation = gens.most_common(1)[0][0]
+    ids = frozenset(
+        e.dest_uid for e in rows if e.verified_gen == generation and e.dest_uid is not None
+    )
+    return Proven(generation, ids)
 
 
 def _pair(
@@ -159,9 +191,14 @@ def compare_folder(
     rows: Sequence[LedgerEntry],
     held: Iterable[DestinationMessage],
     user_key: str,
+    *,
+    proofs: dict[int, str | None] | None = None,
 ) -> list[Difference]:
-    """The differences of one folder (see the module docstring)."""
+    """The differences of one folder (see the module docstring). ``proofs`` receives, per
+    row id whose proof changes, the generation its bytes were proved in (None: unproven)."""
     pairs, missing, extra = _pair(rows, list(held))
+    if proofs is not None:
+        _record_proofs(pairs, missing, proofs)
     out = [
         Difference("missing", dest_folder, e.folder, e.uid, e.dest_uid, "not in the destination")
         for e in missing
@@ -170,7 +207,7 @@ def compare_folder(
         Difference("extra", dest_folder, None, None, m.id, f"not in the ledger ({m.size} bytes)")
         for m in extra
     ]
-    table = cfg.options.flags.map
+    mapper = FlagMapper(cfg.options.flags.map, keywords_allowed=dest.layout.keywords_allowed)
     for e, m in pairs:
         if m.sha256 is not None and m.sha256 != e.sha256:
             out.append(
@@ -189,9 +226,7 @@ def compare_folder(
                     "changed", dest_folder, e.folder, e.uid, m.id, f"size {e.size} became {m.size}"
                 )
             )
-        want = comparable(
-            map_flags(e.flags, table, keywords_allowed=dest.layout.keywords_allowed).flags
-        )
+        want = comparable(mapper(e.flags))
         have = comparable(m.flags)
         if want != have:
             out.append(
@@ -227,3 +262,24 @@ def _how_changed(store: StagingStore, e: LedgerEntry, m: DestinationMessage, key
         if hashlib.sha256(crlf).hexdigest() == m.sha256:
             return "line endings only: the destination normalised them to CRLF"
     return f"bytes differ (size {e.size} -> {m.size})"
+
+
+def _record_proofs(
+    pairs: Sequence[_Pair], missing: Sequence[LedgerEntry], proofs: dict[int, str | None]
+) -> None:
+    """Rows whose bytes were just read back equal gain a proof; rows found missing, or with
+    other bytes or another size, lose theirs."""
+    for e, m in pairs:
+        if e.id is None:
+            continue
+        if m.sha256 is not None:
+            proved = m.generation if m.sha256 == e.sha256 else None
+        elif m.size != e.size or m.id != e.dest_uid:
+            proved = None
+        else:
+            continue  # listed as proven and still the same size: the proof stands
+        if proved != e.verified_gen:
+            proofs[e.id] = proved
+    for e in missing:
+        if e.id is not None and e.verified_gen is not None:
+            proofs[e.id] = None

@@ -37,6 +37,19 @@ class DestinationMessage:
     flags: frozenset[str]
     internaldate: datetime | None  # aware
     message_id: str | None
+    # The folder's generation when it was read (IMAP: UIDVALIDITY; None: the sink has none).
+    generation: str | None = None
+
+
+@dataclass(frozen=True)
+class Proven:
+    """Messages whose bytes verify already proved at the destination, in one folder
+    generation: a sink may list them without reading their bytes again (``sha256`` None),
+    as long as the folder still has that generation (an id then still names the same,
+    immutable message)."""
+
+    generation: str
+    ids: frozenset[str]
 
 
 @dataclass(frozen=True)
@@ -111,8 +124,12 @@ class Destination(Protocol):
         """The id of a message matching this identity, not in ``exclude``, or None."""
         ...
 
-    def messages(self, folder: str) -> Iterator[DestinationMessage]:
-        """Every message of ``folder`` with its size, hash where kept, flags and date."""
+    def messages(
+        self, folder: str, *, proven: Proven | None = None
+    ) -> Iterator[DestinationMessage]:
+        """Every message of ``folder`` with its size, hash where kept, flags, date and the
+        folder's generation. The bytes of ``proven`` ids may be left unread (``sha256`` and
+        ``message_id`` None) when the folder's generation is still ``proven.generation``."""
         ...
 
     def set_flags(
@@ -163,10 +180,21 @@ def header_values(block: bytes) -> dict[str, list[bytes]]:
     return {k: [b" ".join(v.split()) for v in vs] for k, vs in out.items()}
 
 
+# A Message-ID header line and its continuation lines, as header_values() reads them (a name
+# without blanks inside, blanks allowed before the colon; a line starting with a blank continues).
+_MESSAGE_ID = re.compile(rb"^message-id[ \t]*:(.*(?:\r?\n[ \t].*)*)", re.IGNORECASE | re.MULTILINE)
+
+
 def message_id_of(body: bytes) -> str | None:
-    """The first Message-ID header value, or None (also when it is empty)."""
-    values = header_values(header_block(body)).get("message-id") or []
-    text = values[0].decode("utf-8", "replace").strip() if values else ""
+    """The first Message-ID header value, or None (also when it is empty).
+
+    The same value as ``header_values(header_block(body))["message-id"][0]`` (unfolded,
+    blanks collapsed), found with one regular expression instead of parsing every header
+    line: verify asks it of every message it reads back."""
+    m = _MESSAGE_ID.search(header_block(body))
+    if m is None:
+        return None
+    text = b" ".join(m.group(1).split()).decode("utf-8", "replace").strip()
     return text or None
 
 

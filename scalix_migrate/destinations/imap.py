@@ -52,6 +52,7 @@ from scalix_migrate.destinations.base import (
     AppendResult,
     DestinationMessage,
     Layout,
+    Proven,
     fingerprint_of,
     message_id_of,
     not_there,
@@ -519,9 +520,11 @@ class ImapDestination:
 
         return self._retrying("SEARCH", search, folder=folder)
 
-    def messages(self, folder: str) -> Iterator[DestinationMessage]:
-        def meta(c: IMAPClient) -> dict[int, dict[bytes, Any]]:
-            c.select_folder(folder, readonly=True)
+    def messages(
+        self, folder: str, *, proven: Proven | None = None
+    ) -> Iterator[DestinationMessage]:
+        def meta(c: IMAPClient) -> tuple[str, dict[int, dict[bytes, Any]]]:
+            selected = c.select_folder(folder, readonly=True)
             self._selected = None
             uids = c.search("ALL")
             out: dict[int, dict[bytes, Any]] = {}
@@ -529,22 +532,28 @@ class ImapDestination:
                 out.update(
                     imap_fetch(c, uids[i : i + 500], ["RFC822.SIZE", "FLAGS", "INTERNALDATE"])
                 )
-            return out
+            return str(selected.get(b"UIDVALIDITY", "")), out
 
-        info = self._retrying("FETCH", meta, folder=folder)
+        generation, info = self._retrying("FETCH", meta, folder=folder)
+        # UIDs are immutable within one UIDVALIDITY (RFC 3501 2.3.1.1): a proven UID still
+        # names the bytes verify read before.
+        skip = proven.ids if proven is not None and proven.generation == generation else ()
         batch: list[int] = []
         size = 0
         for uid in sorted(info):
+            if str(uid) in skip:
+                yield self._described(uid, info[uid], generation, None)
+                continue
             batch.append(uid)
             size += int(info[uid].get(b"RFC822.SIZE", 0))
             if len(batch) >= FETCH_BATCH_MESSAGES or size >= FETCH_BATCH_BYTES:
-                yield from self._bodies(folder, batch, info)
+                yield from self._bodies(folder, batch, info, generation)
                 batch, size = [], 0
         if batch:
-            yield from self._bodies(folder, batch, info)
+            yield from self._bodies(folder, batch, info, generation)
 
     def _bodies(
-        self, folder: str, uids: list[int], info: dict[int, dict[bytes, Any]]
+        self, folder: str, uids: list[int], info: dict[int, dict[bytes, Any]], generation: str
     ) -> Iterator[DestinationMessage]:
         def fetch(c: IMAPClient) -> dict[int, dict[bytes, Any]]:
             c.select_folder(folder, readonly=True)
@@ -555,18 +564,24 @@ class ImapDestination:
             body = bodies.get(uid, {}).get(b"BODY[]")
             if body is None:
                 continue  # expunged meanwhile
-            meta = info[uid]
-            flags = frozenset(
-                f.decode() if isinstance(f, bytes) else str(f) for f in meta.get(b"FLAGS", ())
-            )
-            yield DestinationMessage(
-                id=str(uid),
-                size=len(body),
-                sha256=hashlib.sha256(body).hexdigest(),
-                flags=flags,
-                internaldate=meta.get(b"INTERNALDATE"),
-                message_id=message_id_of(body),
-            )
+            yield self._described(uid, info[uid], generation, body)
+
+    @staticmethod
+    def _described(
+        uid: int, meta: dict[bytes, Any], generation: str, body: bytes | None
+    ) -> DestinationMessage:
+        flags = frozenset(
+            f.decode() if isinstance(f, bytes) else str(f) for f in meta.get(b"FLAGS", ())
+        )
+        return DestinationMessage(
+            id=str(uid),
+            size=len(body) if body is not None else int(meta.get(b"RFC822.SIZE", 0)),
+            sha256=hashlib.sha256(body).hexdigest() if body is not None else None,
+            flags=flags,
+            internaldate=meta.get(b"INTERNALDATE"),
+            message_id=message_id_of(body) if body is not None else None,
+            generation=generation,
+        )
 
 
 def _short(exc: BaseException) -> str:

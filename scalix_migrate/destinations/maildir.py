@@ -32,6 +32,7 @@ from scalix_migrate.destinations.base import (
     AppendResult,
     DestinationMessage,
     Layout,
+    Proven,
     fingerprint_of,
     header_block,
     message_id_of,
@@ -264,20 +265,29 @@ class MaildirDestination:
                 return ident
         return None
 
-    def messages(self, folder: str) -> Iterator[DestinationMessage]:
+    def messages(
+        self, folder: str, *, proven: Proven | None = None
+    ) -> Iterator[DestinationMessage]:
         keywords = self._keywords(folder)
+        # A Maildir file is never rewritten under its unique name; the folder directory's
+        # identity tells a folder deleted and made again apart.
+        base = self._dir(folder).stat()
+        generation = f"{base.st_dev}:{base.st_ino}"
+        skip = proven.ids if proven is not None and proven.generation == generation else ()
         for ident, path in sorted(self._files(folder).items()):
-            data = path.read_bytes()
+            data = None if ident in skip else path.read_bytes()
             info = path.name.split(":2,")[1] if ":2," in path.name else ""
             flags = {_FLAGS[c] for c in info if c in _FLAGS}
             flags |= {
                 keywords[ord(c) - 97] for c in info if c.islower() and ord(c) - 97 < len(keywords)
             }
+            stat = path.stat()
             yield DestinationMessage(
                 id=ident,
-                size=len(data),
-                sha256=hashlib.sha256(data).hexdigest(),
+                size=len(data) if data is not None else stat.st_size,
+                sha256=hashlib.sha256(data).hexdigest() if data is not None else None,
                 flags=frozenset(flags),
-                internaldate=datetime.fromtimestamp(int(path.stat().st_mtime), UTC),
-                message_id=message_id_of(data),
+                internaldate=datetime.fromtimestamp(int(stat.st_mtime), UTC),
+                message_id=message_id_of(data) if data is not None else None,
+                generation=generation,
             )

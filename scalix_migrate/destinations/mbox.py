@@ -35,6 +35,7 @@ from scalix_migrate.destinations.base import (
     AppendResult,
     DestinationMessage,
     Layout,
+    Proven,
     fingerprint_of,
     message_id_of,
     not_there,
@@ -239,7 +240,11 @@ class MboxDestination:
                 return str(e["id"])
         return None
 
-    def messages(self, folder: str) -> Iterator[DestinationMessage]:
+    def messages(
+        self, folder: str, *, proven: Proven | None = None
+    ) -> Iterator[DestinationMessage]:
+        # An mbox file can be rewritten in place: nothing is taken as proven (no generation).
+        del proven
         entries = self._load(folder)
         with open(self._path(folder), "rb") as fh:
             for e in entries:

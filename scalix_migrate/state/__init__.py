@@ -16,8 +16,12 @@ Invariants the rest of the code relies on:
 
 from __future__ import annotations
 
+import atexit
+import os
 import sqlite3
+import threading
 import time
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -92,10 +96,32 @@ class Journal(UsersJournal, LedgerJournal, RepairsJournal, OpsJournal, Preflight
     @classmethod
     def open(cls, *, url: str | None = None, directory: Path | None = None) -> Journal:
         """Open (and create) the journal at ``url`` or as SQLite in ``directory``."""
-        if url is None:
-            directory = Path(directory or ".scalix-migrate/state")
-            directory.mkdir(parents=True, exist_ok=True)
-            url = f"sqlite:///{directory / 'journal.sqlite'}"
+        return cls._open_url(_journal_url(url, directory))
+
+    @classmethod
+    def shared(cls, *, url: str | None = None, directory: Path | None = None) -> Journal:
+        """This process's journal at ``url`` / ``directory``, opened once and kept.
+
+        Opening costs an engine, the schema check and a column inspection: per step and
+        user that was a good part of a small user's time. The shared journal is never
+        closed by its users (``close`` is for :meth:`open`'s); a SQLite file that was
+        removed or replaced since is opened afresh.
+        """
+        key = _journal_url(url, directory)
+        with _SHARED_LOCK:
+            found = _SHARED.get(key)
+            if found is not None and found[1] == _file_identity(key):
+                _SHARED.move_to_end(key)
+                return found[0]
+            journal = cls._open_url(key)
+            _SHARED[key] = (journal, _file_identity(key))
+            while len(_SHARED) > _SHARED_MAX:
+                # Connections still checked out of a disposed engine close when returned.
+                _SHARED.popitem(last=False)[1][0].close()
+            return journal
+
+    @classmethod
+    def _open_url(cls, url: str) -> Journal:
         if url.startswith("sqlite"):
             engine = sa.create_engine(url, connect_args={"timeout": 60})
 
@@ -119,17 +145,63 @@ class Journal(UsersJournal, LedgerJournal, RepairsJournal, OpsJournal, Preflight
         self.close()
 
     def _add_missing_columns(self) -> None:
-        """Add columns newer than the journal file (``dest_flags``); idempotent.
+        """Add the ``messages`` columns newer than the journal file; idempotent.
 
-        Two workers may both see the column missing: the loser's ALTER fails, and is fine
-        as long as the column is there afterwards.
+        Two workers may both see a column missing: the loser's ALTER fails, and is fine as
+        long as the column is there afterwards.
         """
-        if "dest_flags" in {c["name"] for c in sa.inspect(self.engine).get_columns("messages")}:
-            return
-        try:
-            with self.engine.begin() as conn:
-                conn.execute(sa.text("ALTER TABLE messages ADD COLUMN dest_flags TEXT"))
-        except sa.exc.DBAPIError:
-            names = {c["name"] for c in sa.inspect(self.engine).get_columns("messages")}
-            if "dest_flags" not in names:
-                raise
+        for name in _LATER_COLUMNS:
+            if name in {c["name"] for c in sa.inspect(self.engine).get_columns("messages")}:
+                continue
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(sa.text(f"ALTER TABLE messages ADD COLUMN {name} TEXT"))
+            except sa.exc.DBAPIError:
+                names = {c["name"] for c in sa.inspect(self.engine).get_columns("messages")}
+                if name not in names:
+                    raise
+
+
+def _journal_url(url: str | None, directory: Path | None) -> str:
+    if url is not None:
+        return url
+    directory = Path(directory or ".scalix-migrate/state")
+    directory.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{directory.resolve() / 'journal.sqlite'}"
+
+
+def _file_identity(url: str) -> tuple[int, int] | None:
+    """(device, inode) of a SQLite journal file; None for a server URL or no file yet."""
+    if not url.startswith("sqlite:///"):
+        return None
+    try:
+        st = os.stat(url[len("sqlite:///") :])
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+_SHARED: OrderedDict[str, tuple[Journal, tuple[int, int] | None]] = OrderedDict()
+_SHARED_LOCK = threading.Lock()
+_SHARED_MAX = 8  # journals a process keeps open (tests open many; a run uses one)
+
+
+def _forget_shared_in_child() -> None:
+    # A forked child must not use its parent's database connections: it opens its own.
+    for journal, _ in _SHARED.values():
+        journal.engine.dispose(close=False)
+    _SHARED.clear()
+
+
+os.register_at_fork(after_in_child=_forget_shared_in_child)
+
+
+@atexit.register
+def _close_shared() -> None:
+    with _SHARED_LOCK:
+        while _SHARED:
+            _SHARED.popitem()[1][0].close()
+
+
+#: ``messages`` columns added after the first journals were written (all TEXT, nullable).
+_LATER_COLUMNS = ("dest_flags", "verified_gen")

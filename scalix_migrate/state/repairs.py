@@ -14,6 +14,7 @@ from scalix_migrate.records import (
 )
 from scalix_migrate.state.base import JournalBase
 from scalix_migrate.state.schema import (
+    _chunks,
     _entry,
     _now,
     flags_from_text,
@@ -47,6 +48,36 @@ class RepairsJournal(JournalBase):
             given = m["dest_flags"]
             yield _entry(m), (flags_from_text(given) if given is not None else None)
 
+    def loaded_flag_texts(
+        self, tenant: str, user_key: str
+    ) -> list[tuple[int, str, str | None, str, str | None]]:
+        """``(row id, destination folder, destination id, flags, destination flags)`` of
+        every loaded row, flags as stored (sorted JSON text): the cheap pass of flag sync,
+        which turns only the rows that need an update into entries (``entries_by_id``)."""
+        q = sa.select(
+            messages.c.id,
+            messages.c.dest_folder,
+            messages.c.dest_uid,
+            messages.c.flags,
+            messages.c.dest_flags,
+        ).where(
+            messages.c.tenant == tenant,
+            messages.c.user_key == user_key,
+            messages.c.load_state == LoadState.loaded.value,
+            messages.c.dest_folder.is_not(None),
+        )
+        with self.engine.connect() as conn:
+            return [(int(r[0]), r[1], r[2], r[3], r[4]) for r in conn.execute(q)]
+
+    def entries_by_id(self, ids: Sequence[int]) -> list[LedgerEntry]:
+        """The ledger rows with these ids, in id order."""
+        out: list[LedgerEntry] = []
+        with self.engine.connect() as conn:
+            for chunk in _chunks(sorted(ids)):
+                q = sa.select(messages).where(messages.c.id.in_(chunk)).order_by(messages.c.id)
+                out += [_entry(r._mapping) for r in conn.execute(q)]
+        return out
+
     def set_dest_flags(
         self, updates: Sequence[tuple[int, frozenset[str] | None, str | None]]
     ) -> None:
@@ -62,7 +93,21 @@ class RepairsJournal(JournalBase):
                 }
                 if dest_uid is not None:
                     values["dest_uid"] = dest_uid
+                    values["verified_gen"] = None  # another id: not proven at the destination
                 conn.execute(messages.update().where(messages.c.id == row_id).values(**values))
+
+    def mark_verified(self, generation_by_id: dict[int, str | None]) -> None:
+        """Record, per row id, the destination folder generation at which verify proved the
+        row's bytes there (None: no longer proven), in one transaction."""
+        if not generation_by_id:
+            return
+        stmt = (
+            messages.update()
+            .where(messages.c.id == sa.bindparam("row_id"))
+            .values(verified_gen=sa.bindparam("gen"))
+        )
+        with self.engine.begin() as conn:
+            conn.execute(stmt, [{"row_id": i, "gen": g} for i, g in generation_by_id.items()])
 
     def set_item_errors(
         self,

@@ -79,6 +79,8 @@ messages = sa.Table(
     sa.Column("dest_folder", sa.Text),
     sa.Column("dest_uid", sa.Text),
     sa.Column("dest_flags", sa.Text),  # JSON list: the flags the destination was given
+    # The destination folder generation at which verify proved the bytes (verify.py).
+    sa.Column("verified_gen", sa.Text),
     sa.Column("error_code", sa.String(16)),
     sa.Column("error_detail", sa.Text),
     sa.Column("updated_at", sa.DateTime(timezone=True)),
@@ -207,4 +209,5 @@ def _entry(m: Any) -> LedgerEntry:
         load_state=LoadState(m["load_state"]),
         dest_folder=m["dest_folder"],
         dest_uid=m["dest_uid"],
+        verified_gen=m.get("verified_gen"),
     )

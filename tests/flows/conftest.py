@@ -32,8 +32,7 @@ def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
         "preflight_validate",
         "restart_service",
         "let_users_in",
-        "extract_user",
-        "load_user",
+        "transfer_user",
         "verify_user",
     ):
         original = getattr(tasks, name)

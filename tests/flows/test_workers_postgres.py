@@ -189,14 +189,14 @@ def _wait_final(client: SyncPrefectClient, ids: list[Any], w: Workers) -> list[F
 
 
 def _user_steps(client: SyncPrefectClient, run: FlowRun) -> dict[str, list[TaskRun]]:
-    """The run's extract/load/verify task runs per user key, in start order."""
+    """The run's transfer/verify task runs per user key, in start order."""
     task_runs = client.read_task_runs(
         flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id]))
     )
     out: dict[str, list[TaskRun]] = {}
     for tr in sorted(task_runs, key=lambda t: t.start_time or t.created or 0):  # type: ignore[arg-type, return-value]
         step, _, user = tr.name.partition("-")
-        if step in ("extract", "load", "verify"):
+        if step in ("transfer", "verify"):
             out.setdefault(user, []).append(tr)
     return out
 
@@ -297,9 +297,9 @@ def test_two_workers_take_overlapping_waves_and_no_user_is_migrated_twice(
                 assert all("SXM-USR-003" in m for m in failed.values()), failed
                 outcome[key][name] = "refused"
             else:
-                assert [t.name.partition("-")[0] for t in trs] == ["extract", "load", "verify"]
+                assert [t.name.partition("-")[0] for t in trs] == ["transfer", "verify"]
                 (worker,) = holders[name]
-                appended = int(_load_result(trs[1], workers.home(worker))["appended"])
+                appended = int(_load_result(trs[0], workers.home(worker))["appended"])
                 # A run that came after the winner had finished finds nothing left to load.
                 outcome[key][name] = f"appended {appended}" if appended else "nothing to do"
         appended_by = [n for n, o in outcome[key].items() if o.startswith("appended")]

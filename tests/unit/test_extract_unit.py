@@ -534,7 +534,7 @@ def test_batch_files_and_directories_are_synced_before_the_journal_commit(
     events: list[tuple[str, Any]] = []
     real_fsync = staging._fsync
 
-    def spy_fsync(path: Path) -> None:
+    def spy_fsync(path: str) -> None:
         events.append(("fsync", path))
         real_fsync(path)
 
@@ -557,7 +557,7 @@ def test_batch_files_and_directories_are_synced_before_the_journal_commit(
     assert len(records) == 3
     start = 0
     for at in records:
-        synced = {p for kind, p in events[start:at] if kind == "fsync"}
+        synced = {Path(p) for kind, p in events[start:at] if kind == "fsync"}
         hashes = events[at][1]
         for digest in hashes:
             path = store.path_for(digest)
@@ -572,7 +572,7 @@ def test_batch_syncs_nothing_on_error_and_resyncs_a_leftover_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     synced: list[Path] = []
-    monkeypatch.setattr(staging, "_fsync", synced.append)
+    monkeypatch.setattr(staging, "_fsync", lambda p: synced.append(Path(p)))
     store = StagingStore(tmp_path / "staging", "acme", "kim")
     digest = ""
 
