@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: demo test lint typecheck check testbed-deps clean
+.PHONY: demo test faults lint typecheck check testbed-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,11 @@ testbed-deps:
 
 test: $(STAMP) testbed-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The fault suite alone (also part of `make test`): proxies, refusals, hostile input, secrets.
+faults: $(STAMP) testbed-deps
+	$(BIN)/python -m pytest -m faults tests/faults tests/flows/test_flow_faults.py \
+	  tests/flows/test_flow_secrets.py tests/unit/test_properties.py $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -101,7 +101,8 @@ def _procedure(
     dry_run: bool,
 ) -> State[Any]:
     logger = get_run_logger()
-    discovery = tasks.discover_users(config)
+    step = tasks.for_config(config)  # options.retries applied to every step
+    discovery = step.discover_users(config)
     rerun = steps.rerun_candidates(config) if only_failed else {}
     selected, unknown = steps.select_users(
         config, discovery.users, users=users, only_failed=only_failed
@@ -121,7 +122,7 @@ def _procedure(
         logger.info("%s", rerunning)
     logger.info("%d of %d discovered users selected", len(selected), len(discovery.users))
 
-    findings = tasks.preflight_validate(config, replace(discovery, users=selected), users)
+    findings = step.preflight_validate(config, replace(discovery, users=selected), users)
     blocking = [f for f in findings if f["severity"] == "blocking" and not f.get("accepted")]
     if blocking:
         return Failed(
@@ -140,16 +141,16 @@ def _procedure(
             config, [{**f, "user": k} for k, f in excluding.items()]
         )
 
-    commands = tasks.restart_service(config, runnable, dry_run)
+    commands = step.restart_service(config, runnable, dry_run)
     if dry_run:
         print("dry run: nothing moves. Commands restart-service would run:\n" + "\n".join(commands))
         return Completed(message=f"dry run: {len(runnable)} users would migrate")
     tasks.ensure_source_limit(config)
     try:
         with tasks.source_slots(config, len(runnable)):
-            failed, paused = _migrate_users(config, runnable, phase)
+            failed, paused = _migrate_users(config, step, runnable, phase)
     finally:
-        tasks.let_users_in(config)
+        step.let_users_in(config)
 
     tasks.build_report(config)
     return _final_state(
@@ -206,13 +207,16 @@ def _final_state(
 
 
 def _migrate_users(
-    config: TenantConfig, users: list[ScalixUser], phase: Literal["full", "delta"]
+    config: TenantConfig,
+    step: tasks.Steps,
+    users: list[ScalixUser],
+    phase: Literal["full", "delta"],
 ) -> tuple[list[str], list[str]]:
     """Run transfer (extract and load at once) -> verify per user, at most
     ``concurrency.users`` users at once."""
     chain: list[tuple[str, Callable[[ScalixUser], PrefectFuture[Any]]]] = [
-        ("transfer", lambda u: tasks.transfer_user.submit(config, u, phase)),
-        ("verify", lambda u: tasks.verify_user.submit(config, u)),
+        ("transfer", lambda u: step.transfer_user.submit(config, u, phase)),
+        ("verify", lambda u: step.verify_user.submit(config, u)),
     ]
     created = create_progress_artifact(
         progress=0.0,

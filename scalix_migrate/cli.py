@@ -29,6 +29,7 @@ from scalix_migrate.config import (
     load_config,
 )
 from scalix_migrate.errors import CATALOGUE, ConfigError, MigrationError
+from scalix_migrate.private import private_prefect_home
 
 app = typer.Typer(
     add_completion=False,
@@ -182,6 +183,7 @@ def run_flow(cfg: TenantConfig, **params: Any) -> Any:
     # machine its default 20 s start-up allowance is too short.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    private_prefect_home()
     from scalix_migrate.prefect_api import configured_api_url
 
     if configured_api_url() is None:

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import difflib
 import re
+import string
 import typing
+import zoneinfo
+from datetime import date
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -51,6 +54,24 @@ class TLSMode(StrEnum):
     none = "none"
 
 
+#: What a per-user template (login_template, destination paths, token_command) may use.
+USER_PLACEHOLDERS = ("email", "local_part", "domain", "auth_id", "display_name", "tenant")
+
+
+def _check_placeholders(template: str) -> str:
+    """Refuse an unknown ``{placeholder}`` (a typo) now, not at the first user's load."""
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    except ValueError as exc:
+        raise ValueError(f"expected a template with balanced braces ({exc})") from None
+    unknown = sorted({f for f in fields if f not in USER_PLACEHOLDERS})
+    if unknown:
+        known = ", ".join("{" + k + "}" for k in USER_PLACEHOLDERS)
+        shown = ", ".join("{" + u + "}" for u in unknown)
+        raise ValueError(f"placeholders among {known} only ({shown} is not one)")
+    return template
+
+
 class SSHConfig(_Model):
     """How to reach the Scalix host's admin commands."""
 
@@ -70,6 +91,9 @@ class SSHConfig(_Model):
     omcurrent: str | None = None
     connect_timeout_s: PositiveSeconds = 15.0
     command_timeout_s: PositiveSeconds = 300.0
+    reconnect_attempts: Annotated[int, Field(ge=0, le=10)] = Field(
+        3, description="reconnects per batch of admin commands when the connection is lost"
+    )
     commands: dict[str, str] = Field(
         default_factory=dict, description="overrides of admin command templates by name"
     )
@@ -165,6 +189,11 @@ class ImapDestinationConfig(_Model):
     def effective_port(self) -> int:
         return self.port or (993 if self.tls is TLSMode.implicit else 143)
 
+    @field_validator("login_template", "token_command", "token_file")
+    @classmethod
+    def _placeholders(cls, v: str | None) -> str | None:
+        return None if v is None else _check_placeholders(v)
+
     @model_validator(mode="after")
     def _credentials(self) -> ImapDestinationConfig:
         if self.auth == "password" and self.password is None:
@@ -180,10 +209,14 @@ class MaildirDestinationConfig(_Model):
         description="per-user directory; placeholders {tenant} {email} {local_part} {domain}"
     )
 
+    _placeholders = field_validator("path")(lambda cls, v: _check_placeholders(v))
+
 
 class MboxDestinationConfig(_Model):
     type: Literal["mbox"]
     path: str = Field(description="per-user directory of mbox files, one per folder")
+
+    _placeholders = field_validator("path")(lambda cls, v: _check_placeholders(v))
 
 
 DestinationConfig = Annotated[
@@ -203,13 +236,37 @@ class FolderOptions(Selection):
 
 class MessageOptions(_Model):
     since: str | None = Field(
-        None, pattern=r"^\d{4}-\d{2}-\d{2}$", json_schema_extra={"expected": "a date YYYY-MM-DD"}
+        None,
+        pattern=r"^\d{4}-\d{2}-\d{2}$",
+        json_schema_extra={"expected": "a calendar date YYYY-MM-DD"},
     )
     before: str | None = Field(
-        None, pattern=r"^\d{4}-\d{2}-\d{2}$", json_schema_extra={"expected": "a date YYYY-MM-DD"}
+        None,
+        pattern=r"^\d{4}-\d{2}-\d{2}$",
+        json_schema_extra={"expected": "a calendar date YYYY-MM-DD"},
     )
     max_size_bytes: Annotated[int, Field(ge=1)] | None = None
     skip_deleted: bool = True
+
+    @field_validator("since", "before")
+    @classmethod
+    def _real_date(cls, v: str | None) -> str | None:
+        # The pattern admits 2024-13-45; the calendar does not.
+        if v is not None:
+            try:
+                date.fromisoformat(v)
+            except ValueError:
+                raise ValueError("expected a real calendar date YYYY-MM-DD") from None
+        return v
+
+    @model_validator(mode="after")
+    def _since_before_before(self) -> MessageOptions:
+        if self.since and self.before and self.since >= self.before:
+            raise ValueError(
+                f"since ({self.since}) must be earlier than before ({self.before}): "
+                "no message could be selected"
+            )
+        return self
 
 
 DEFAULT_FLAG_MAP: dict[str, str | None] = {
@@ -232,6 +289,25 @@ class Concurrency(_Model):
     connects_per_second: Annotated[float, Field(gt=0, le=10)] = 5.0
 
 
+class RetryOptions(_Model):
+    """How a step that failed with a transient fault (network, timeout, throttling) is rerun.
+
+    The defaults give a user whose source cannot be read up to four attempts and 22 s of
+    waiting in all, so it fails in well under a minute and the run moves on; a rerun of the
+    failed users picks it up later. Each wait is logged."""
+
+    attempts: Annotated[int, Field(ge=0, le=10)] = Field(
+        3, description="retries of a step after a transient fault (0: none)"
+    )
+    delays_s: list[Annotated[float, Field(ge=0, le=3600)]] = Field(
+        default_factory=lambda: [2.0, 5.0, 15.0],
+        min_length=1,
+        max_length=10,
+        description="seconds to wait before each retry; the last value repeats",
+        json_schema_extra={"expected": "a list of 1 to 10 waits in seconds, each 0 to 3600"},
+    )
+
+
 class StateOptions(_Model):
     dir: Path = Path(".scalix-migrate/state")
     url: str | None = Field(None, description="SQLAlchemy URL, e.g. postgresql+psycopg://…")
@@ -243,6 +319,7 @@ class Options(_Model):
     messages: MessageOptions = MessageOptions()
     flags: FlagOptions = FlagOptions()
     concurrency: Concurrency = Concurrency()
+    retries: RetryOptions = RetryOptions()
     staging_dir: Path = Path(".scalix-migrate/staging")
     reports_dir: Path = Path(".scalix-migrate/reports")
     state: StateOptions = StateOptions()
@@ -269,6 +346,16 @@ class DeploymentOptions(_Model):
     )
     schedule_cron: str | None = Field(None, description="e.g. '0 2 * * *' for a nightly run")
     schedule_timezone: str = "UTC"
+
+    @field_validator("schedule_timezone")
+    @classmethod
+    def _known_zone(cls, v: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(v)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError("expected an IANA time zone such as UTC or Europe/Berlin") from None
+        return v
+
     schedule_phase: Literal["full", "delta"] = "delta"
 
 
@@ -368,8 +455,8 @@ def load_config(path: str | Path) -> TenantConfig:
 
 def parse_config(text: str, filename: str = "<config>") -> TenantConfig:
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        root = yaml.compose(text, Loader=_Loader)
+        data = yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
@@ -396,6 +483,18 @@ def parse_config(text: str, filename: str = "<config>") -> TenantConfig:
     if problems:
         raise ConfigError(problems[0], problems=problems)
     return cfg
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that leaves dates as the text written: ``since: 2024-01-01`` is validated by
+    the model like a quoted one, and ``2023-02-30`` gets a file:line error instead of
+    PyYAML's bare ValueError."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
 
 
 def _line_map(node: yaml.Node | None, path: tuple[str, ...] = ()) -> dict[tuple[str, ...], int]:
@@ -495,13 +594,16 @@ def _format_error(filename: str, lines: dict[tuple[str, ...], int], err: Any) ->
         line = _nearest_line(lines, (*loc, "type"))
         shown = repr(found) if found is not None else "nothing"
         return f"{filename}:{line} {dotted}.type: expected one of imap, maildir, mbox, got {shown}"
+    if kind == "value_error" and isinstance(err.get("input"), dict):
+        # A check across fields of one section: the message says it all.
+        return f"{filename}:{line} {dotted}: {_describe(err)}"
     expected = _expected(_field_info(loc, tag)) or _describe(err)
     return f"{filename}:{line} {dotted}: expected {expected}, got {_shown(err.get('input'), loc)}"
 
 
 def _describe(err: Any) -> str:
     msg = str(err["msg"])
-    msg = re.sub(r"^(Value error, |Input should be )", "", msg)
+    msg = re.sub(r"^(Value error, |Input should be )(expected )?", "", msg)
     return msg[0].lower() + msg[1:] if msg else "a valid value"
 
 

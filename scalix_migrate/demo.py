@@ -22,6 +22,7 @@ from rich.console import Console
 from scalix_migrate.config import TenantConfig, load_config
 from scalix_migrate.destinations.base import open_destination
 from scalix_migrate.discovery import discover_users
+from scalix_migrate.private import private_dir
 from scalix_migrate.records import ScalixUser
 from scalix_migrate.sandbox.directory import Directory
 from scalix_migrate.scalix.imap_source import ScalixMailbox
@@ -58,7 +59,7 @@ def run_demo(workdir: Path, console: Console) -> int:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     if workdir.exists():
         shutil.rmtree(workdir)
-    workdir.mkdir(parents=True)
+    private_dir(workdir)  # the staging store, journal and reports are under it
     console.print(f"[bold]Starting the embedded Scalix sandbox[/] in {workdir}")
     with Sandbox(workdir / "sandbox") as sandbox:
         data = sandbox.config_data(

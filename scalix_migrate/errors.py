@@ -69,8 +69,26 @@ _CODES = [
         "admin command output not understood",
         "The line is shown; override the command template or report the format.",
     ),
+    Code(
+        "SXM-SSH-007",
+        "SSH connection lost during admin commands",
+        "Reconnected and the unfinished commands rerun automatically, up to "
+        "source.ssh.reconnect_attempts times; if it persists, check the network path and "
+        "sshd's logs (MaxStartups, ClientAliveInterval) on the Scalix host.",
+    ),
+    Code(
+        "SXM-SSH-008",
+        "admin command timed out",
+        "No answer within source.ssh.command_timeout_s: raise it for a large site, or run the "
+        "command shown by hand on the Scalix host to see whether it hangs.",
+    ),
     # source: IMAP
-    Code("SXM-IMAP-001", "source IMAP unreachable", "Check source.imap.host/port and TLS mode."),
+    Code(
+        "SXM-IMAP-001",
+        "source IMAP unreachable",
+        "Nothing answered or the connection was refused: check source.imap.host and "
+        "source.imap.port, and that a firewall lets this host through.",
+    ),
     Code(
         "SXM-IMAP-002",
         "mboxadmin login refused",
@@ -94,12 +112,35 @@ _CODES = [
         "message over the size limit",
         "Recorded as skipped; raise options.messages.max_size_bytes or move it by hand.",
     ),
+    Code(
+        "SXM-IMAP-007",
+        "source IMAP connection lost",
+        "The server dropped a working connection; it is retried (options.retries). If it "
+        "repeats at the same folder/uid, look at that item and the Scalix IMAP log.",
+    ),
+    Code(
+        "SXM-IMAP-008",
+        "source IMAP stopped answering",
+        "A working connection went quiet for source.imap.timeout_s; it is retried. Raise "
+        "source.imap.timeout_s for a slow server or very large messages, or check its load.",
+    ),
+    Code(
+        "SXM-IMAP-009",
+        "source TLS handshake failed",
+        "Check source.imap.tls against source.imap.port: implicit on 993, starttls or none on 143.",
+    ),
     # destination
-    Code("SXM-DST-001", "destination unreachable", "Check destination.host/port and TLS mode."),
+    Code(
+        "SXM-DST-001",
+        "destination unreachable",
+        "Nothing answered or the connection was refused: check destination.host and "
+        "destination.port, and that a firewall lets this host through.",
+    ),
     Code(
         "SXM-DST-002",
         "destination login refused",
-        "Check destination credentials and the login template.",
+        "Check destination.password (destination.token_command or token_file for xoauth2) "
+        "and destination.login_template for this user.",
     ),
     Code("SXM-DST-003", "destination over quota", "Raise the user's quota, then rerun the user."),
     Code(
@@ -122,6 +163,24 @@ _CODES = [
         "SXM-DST-008",
         "verification mismatch",
         "See the per-message differences in the report; rerun the user to repair.",
+    ),
+    Code(
+        "SXM-DST-009",
+        "destination connection lost",
+        "The destination dropped a working connection; it is reconnected and retried, and an "
+        "interrupted APPEND is reconciled (never doubled). If it repeats, check its logs.",
+    ),
+    Code(
+        "SXM-DST-010",
+        "destination stopped answering",
+        "A working connection went quiet for destination.timeout_s; it is retried. Raise "
+        "destination.timeout_s for a slow server, or lower options.concurrency.users.",
+    ),
+    Code(
+        "SXM-DST-011",
+        "destination TLS failed",
+        "Check destination.tls against destination.port (implicit on 993, starttls on 143); "
+        "for an untrusted certificate give destination.ca_file.",
     ),
     # preflight and restart-service
     Code(

@@ -373,14 +373,27 @@ class _FolderRun:
         self.tally.folders += 1
         if exists == 0:
             self.tally.empty.append(folder.name)
-        if cursor.highest_uid > 0 and exists > 0:
-            current = self.mbox.flags(folder, cursor.highest_uid)
+        # CONDSTORE: the same HIGHESTMODSEQ as when the folder was last read through means no
+        # flag changed and no message arrived since; another one names what changed.
+        modseq: int | None = getattr(self.mbox, "modseq", None)
+        seen = (
+            self.journal.folder_modseq(tenant, key, folder.name, uidvalidity)
+            if modseq is not None
+            else None
+        )
+        unchanged = modseq is not None and seen == modseq
+        if cursor.highest_uid > 0 and exists > 0 and not unchanged:
+            current = (
+                self.mbox.flags(folder, cursor.highest_uid, changed_since=seen)
+                if seen is not None
+                else self.mbox.flags(folder, cursor.highest_uid)
+            )
             self.tally.flags_refreshed += self.journal.update_flags(
                 tenant, key, folder.name, uidvalidity, current
             )
         if exists:
             self._retry_unfetched(folder, cursor)
-        uids = self.mbox.uids_above(folder, cursor.highest_uid) if exists else []
+        uids = self.mbox.uids_above(folder, cursor.highest_uid) if exists and not unchanged else []
         self.tally.found += len(uids)
         try:
             for start in range(0, len(uids), META_CHUNK):
@@ -389,6 +402,9 @@ class _FolderRun:
         finally:
             # What was fetched whole is committed even when the next fetch failed.
             self.committer.flush()
+        if modseq is not None and not unchanged:
+            # Everything up to the MODSEQ seen at EXAMINE is in the journal now.
+            self.journal.set_folder_modseq(tenant, key, folder.name, uidvalidity, modseq)
 
     def _retry_unfetched(self, folder: SourceFolder, cursor: FolderCursor) -> None:
         """Ask again for the messages whose FETCH failed in an earlier run (same UIDVALIDITY)."""

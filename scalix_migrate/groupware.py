@@ -20,6 +20,7 @@ import tempfile
 from enum import StrEnum
 from pathlib import Path
 
+from scalix_migrate.private import private_dir
 from scalix_migrate.records import ItemClass
 from scalix_migrate.staging import safe_component
 
@@ -42,7 +43,7 @@ class GroupwareOutcome(StrEnum):
 def _write_atomic(path: Path, data: bytes) -> None:
     if path.exists():
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
     try:
         with os.fdopen(fd, "wb") as fh:

@@ -46,6 +46,7 @@ are loaded as with one connection, and every worker stops after its batch in fli
 
 from __future__ import annotations
 
+import contextvars
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
@@ -433,7 +434,10 @@ class _Run:
     def _run_parallel(self, workers: int, open_more: Callable[[], Destination]) -> None:
         threads = [
             threading.Thread(
-                target=self._extra_worker, args=(open_more,), name=f"load-{self.key}-{n}"
+                # In a copy of this context: the user step's reconnect tally counts theirs.
+                target=contextvars.copy_context().run,
+                args=(self._extra_worker, open_more),
+                name=f"load-{self.key}-{n}",
             )
             for n in range(1, workers)
         ]

@@ -29,6 +29,7 @@ from imapclient.exceptions import IMAPClientError
 from scalix_migrate.config import TenantConfig, TLSMode
 from scalix_migrate.discovery import Discovery, discover_users, matches
 from scalix_migrate.errors import FatalError, MigrationError, PreflightError, TransientError
+from scalix_migrate.netfaults import plain_text
 from scalix_migrate.records import ScalixUser
 from scalix_migrate.scalix.admin import ScalixAdmin
 from scalix_migrate.scalix.imap_login import login_identity, mboxadmin_session
@@ -136,7 +137,8 @@ _CODES = [
         "PF-TST-003",
         B,
         "mboxadmin login refused",
-        "Check source.admin_password and that the admin holds mboxadmin.",
+        "Check source.admin_password (the admin's own Scalix password) and that "
+        "source.admin_user holds mboxadmin: ommodu -o ADMIN -c +mboxadmin (as root).",
     ),
     PreflightCode(
         "PF-TST-004",
@@ -648,17 +650,22 @@ def probe_mailbox(cfg: TenantConfig, user: ScalixUser) -> list[Finding]:
     except MigrationError as exc:
         return [_imap_error_finding(exc, user)]
     except (IMAPClientError, OSError) as exc:
-        return [finding("PF-TST-004", f"{type(exc).__name__}: {exc}", user=user.key)]
+        return [finding("PF-TST-004", f"{type(exc).__name__}: {plain_text(exc)}", user=user.key)]
     return []
 
 
 def _imap_error_finding(exc: MigrationError, user: ScalixUser) -> Finding:
+    if exc.code == "SXM-IMAP-002":
+        return finding("PF-TST-003", exc.message, user=user.key)
     code = {
         "SXM-IMAP-001": "PF-IMAP-001",
-        "SXM-IMAP-002": "PF-TST-003",
         "SXM-IMAP-003": "PF-TLS-002",
+        "SXM-IMAP-007": "PF-IMAP-001",
+        "SXM-IMAP-008": "PF-IMAP-001",
+        "SXM-IMAP-009": "PF-IMAP-001",
     }.get(exc.code, "PF-TST-004")
-    return finding(code, exc.message, user=user.key)
+    # The error's remedy is the one for what happened (refused, dropped, silent, TLS).
+    return finding(code, exc.message, user=user.key, remedy=exc.remedy)
 
 
 def user_findings(
@@ -735,7 +742,9 @@ def folder_findings(
             out.append(finding("PF-USR-006", exc.message, user=user.key))
             continue
         except (IMAPClientError, OSError) as exc:
-            out.append(finding("PF-USR-006", f"{type(exc).__name__}: {exc}", user=user.key))
+            out.append(
+                finding("PF-USR-006", f"{type(exc).__name__}: {plain_text(exc)}", user=user.key)
+            )
             continue
         out += _bad_folder_names(user, [(f, n) for f, _, n in listing])
     return out

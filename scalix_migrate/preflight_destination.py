@@ -12,7 +12,6 @@ import contextlib
 import imaplib
 import os
 import shutil
-import ssl
 import subprocess
 import uuid
 from collections.abc import Iterable
@@ -22,8 +21,9 @@ from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError, LoginError
 
 from scalix_migrate.config import ImapDestinationConfig, TenantConfig, TLSMode
-from scalix_migrate.errors import ConfigError
+from scalix_migrate.errors import CATALOGUE, ConfigError
 from scalix_migrate.imapfetch import quiet_protocol_trace
+from scalix_migrate.netfaults import classify, describe, destination_code, plain_text, server_text
 from scalix_migrate.preflight import Finding, finding
 from scalix_migrate.records import ScalixUser
 from scalix_migrate.scalix.imap_login import imap_quote, ssl_context
@@ -137,13 +137,8 @@ def imap_destination_findings(
         quiet_protocol_trace(client)  # no DEBUG trace of the LOGIN line or of mail
         if dest.tls is TLSMode.starttls:
             client.starttls(ctx)
-    except ssl.SSLCertVerificationError as exc:
-        return [
-            *out,
-            finding("PF-DST-001", f"{where}: certificate not trusted: {exc.verify_message}"),
-        ]
-    except (OSError, IMAPClientError) as exc:
-        return [*out, finding("PF-DST-001", f"{where}: {type(exc).__name__}: {exc}")]
+    except (OSError, EOFError, IMAPClientError) as exc:
+        return [*out, _unreachable(exc, where, connecting=True)]
     try:
         try:
             if dest.auth == "xoauth2":
@@ -154,19 +149,21 @@ def imap_destination_findings(
                     "LOGIN", imap_quote(login), imap_quote(dest.password.resolve())
                 )
                 if typ != "OK":
-                    raise LoginError(data[0].decode("utf-8", "replace") if data else typ)
+                    raise LoginError(" ".join(server_text(data)) or typ)
                 client._imap.state = "AUTH"
-        except (
-            LoginError,
-            imaplib.IMAP4.error,
-            ConfigError,
-            OSError,
-            subprocess.TimeoutExpired,
-        ) as exc:
+        except (OSError, EOFError, imaplib.IMAP4.abort) as exc:
+            return [*out, _unreachable(exc, where, connecting=False)]
+        except (LoginError, imaplib.IMAP4.error, ConfigError, subprocess.TimeoutExpired) as exc:
             # The server's refusal text never contains the password we sent.
+            text = exc.message if isinstance(exc, ConfigError) else plain_text(exc)
             return [
                 *out,
-                finding("PF-DST-002", f"login {login!r} at {where} refused: {exc}", user=user.key),
+                finding(
+                    "PF-DST-002",
+                    f"login {login!r} at {where} refused: {text}",
+                    user=user.key,
+                    remedy=_login_remedy(dest),
+                ),
             ]
         out += _scratch_folder(client, login)
         out += _quota(client, user, login)
@@ -174,6 +171,25 @@ def imap_destination_findings(
         with contextlib.suppress(OSError, IMAPClientError):
             client.logout()
     return out
+
+
+def _unreachable(exc: BaseException, where: str, *, connecting: bool) -> Finding:
+    """PF-DST-001 with the remedy for what happened: refused, silent, dropped, TLS."""
+    fault = classify(exc, connecting=connecting)
+    remedy = CATALOGUE[destination_code(fault)].remedy
+    return finding("PF-DST-001", describe(fault, where), remedy=remedy)
+
+
+def _login_remedy(dest: ImapDestinationConfig) -> str:
+    if dest.auth == "xoauth2":
+        return (
+            "Check destination.token_command or destination.token_file (the token must be for "
+            "the login shown) and destination.login_template."
+        )
+    return (
+        "Check destination.password (the secret it references) and destination.login_template "
+        "(it gives the login shown for this user)."
+    )
 
 
 def _scratch_folder(client: IMAPClient, login: str) -> list[Finding]:

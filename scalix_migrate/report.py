@@ -23,6 +23,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from scalix_migrate.errors import CATALOGUE
+from scalix_migrate.private import private_dir, write_private
 from scalix_migrate.records import ItemClass, LoadState
 from scalix_migrate.state import Journal, folders, messages
 
@@ -43,6 +44,8 @@ USER_COLUMNS = [
     "tasks",
     "duration_s",
     "msg_per_s",
+    "retries",
+    "reconnects",
     "error_code",
     "error",
 ]
@@ -133,6 +136,8 @@ def users_frame(journal: Journal, tenant: str) -> pd.DataFrame:
                 "tasks": int(by_kind.get(ItemClass.task.value, 0)),
                 "duration_s": round(duration, 1) if duration is not None else None,
                 "msg_per_s": round(loaded / duration, 1) if duration and loaded else None,
+                "retries": u.retries,
+                "reconnects": u.reconnects,
                 "error_code": u.error_code or "",
                 "error": u.error_message or "",
             }
@@ -260,8 +265,8 @@ td,th{{padding:4px 8px;border-bottom:1px solid #ddd;text-align:right}}</style></
 
 
 def write_reports(journal: Journal, tenant: str, directory: Path) -> ReportFiles:
-    """Write users.csv, failures.csv, commands.csv, summary.md and report.html."""
-    directory.mkdir(parents=True, exist_ok=True)
+    """Write users.csv, failures.csv, commands.csv, summary.md and report.html (0600)."""
+    private_dir(directory)
     users = users_frame(journal, tenant)
     failures = failures_frame(journal, tenant)
     summary = summary_markdown(tenant, users, failures)
@@ -275,15 +280,16 @@ def write_reports(journal: Journal, tenant: str, directory: Path) -> ReportFiles
         summary,
         records_of(users),
     )
-    users.to_csv(files.users_csv, index=False)
-    failures.to_csv(files.failures_csv, index=False)
-    pd.DataFrame(
+    write_private(files.users_csv, users.to_csv(index=False))
+    write_private(files.failures_csv, failures.to_csv(index=False))
+    commands = pd.DataFrame(
         journal.commands(tenant),
         columns=["id", "tenant", "at", "host", "command", "exit_status", "duration_s"],
-    ).to_csv(files.commands_csv, index=False)
-    files.summary_md.write_text(summary, encoding="utf-8")
+    )
+    write_private(files.commands_csv, commands.to_csv(index=False))
+    write_private(files.summary_md, summary)
     history = journal.preflight_history(tenant)
-    files.report_html.write_text(_html(tenant, users, failures, summary, history), encoding="utf-8")
+    write_private(files.report_html, _html(tenant, users, failures, summary, history))
     return files
 
 
@@ -372,8 +378,8 @@ def _runs(history: list[dict[str, Any]]) -> list[str]:
 
 def write_preflight_files(history: list[dict[str, Any]], directory: Path) -> list[Path]:
     """preflight.csv (every run's findings, newest first) and preflight.md (the latest run)."""
-    directory.mkdir(parents=True, exist_ok=True)
+    private_dir(directory)
     csv_path, md_path = directory / "preflight.csv", directory / "preflight.md"
-    pd.DataFrame(history, columns=PREFLIGHT_COLUMNS).to_csv(csv_path, index=False)
-    md_path.write_text(preflight_markdown(history), encoding="utf-8")
+    write_private(csv_path, pd.DataFrame(history, columns=PREFLIGHT_COLUMNS).to_csv(index=False))
+    write_private(md_path, preflight_markdown(history))
     return [csv_path, md_path]

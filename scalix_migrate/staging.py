@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from scalix_migrate.errors import UserError
+from scalix_migrate.private import private_dir
 
 _SAFE = re.compile(r"[^A-Za-z0-9@._+-]")
 #: concurrent fsyncs at the end of a batch (bounded: the machine's disks are shared)
@@ -111,14 +112,14 @@ class StagingStore:
         if os.path.exists(final):
             return digest, final
         if directory not in self._made:
-            os.makedirs(directory, exist_ok=True)
+            private_dir(Path(directory))  # 0700 whatever the umask
             with self._made_lock:
                 self._made.add(directory)
         tmp = f"{directory}/.tmp-{os.getpid()}-{next(_TMP_SEQ)}"
-        try:
+        try:  # 0600: the umask can only take bits away
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileNotFoundError:  # the directory was removed since (a cleared stage)
-            os.makedirs(directory, exist_ok=True)
+            private_dir(Path(directory))
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             with os.fdopen(fd, "wb") as fh:

@@ -9,6 +9,7 @@ so ``only_failed`` reruns and the reports read the truth.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, is_dataclass
@@ -17,9 +18,12 @@ from typing import Any, Literal, TypeVar
 
 from scalix_migrate.config import TenantConfig
 from scalix_migrate.discovery import Discovery, matches
-from scalix_migrate.errors import MigrationError, UserError
+from scalix_migrate.errors import MigrationError, TransientError, UserError
+from scalix_migrate.netfaults import counting
 from scalix_migrate.records import ScalixUser
 from scalix_migrate.state import Journal
+
+log = logging.getLogger(__name__)
 
 Phase = Literal["full", "delta"]
 T = TypeVar("T")
@@ -185,15 +189,23 @@ def run_user_step(
         stamps: dict[str, Any] = {started_col: _now()} if started_col else {}
         journal.set_user_status(cfg.tenant, user.key, running, **stamps)
         try:
-            result = body(journal)
+            with counting() as tally:
+                try:
+                    result = body(journal)
+                finally:
+                    _record_faults(cfg, journal, user, step, tally.reconnects)
         except MigrationError as exc:
+            if isinstance(exc, TransientError):
+                # Counted here, where the user is known; Prefect retries while it may.
+                log.warning("%s %s: transient fault %s: %s", step, user.key, exc.code, exc.message)
+                journal.add_user_faults(cfg.tenant, user.key, retries=1)
             journal.release_user(cfg.tenant, user.key)
             journal.set_user_status(
                 cfg.tenant,
                 user.key,
                 "failed",
                 error_code=exc.code,
-                error_message=f"{step}: {exc.message}",
+                error_message=f"{step}: {exc.message}{_item_of(exc)}",
             )
             raise
         except Exception as exc:
@@ -215,6 +227,22 @@ def run_user_step(
         if release:
             journal.release_user(cfg.tenant, user.key)
         return result
+
+
+def _item_of(exc: MigrationError) -> str:
+    """`` (folder=…, uid=…)`` for the report: which item the user failed on."""
+    where = ", ".join(
+        f"{k}={v}" for k, v in (("folder", exc.folder), ("uid", exc.uid)) if v is not None
+    )
+    return f" ({where})" if where else ""
+
+
+def _record_faults(
+    cfg: TenantConfig, journal: Journal, user: ScalixUser, step: str, reconnects: int
+) -> None:
+    if reconnects:
+        log.warning("%s %s: %d lost connection(s) reopened", step, user.key, reconnects)
+        journal.add_user_faults(cfg.tenant, user.key, reconnects=reconnects)
 
 
 def extract_step(cfg: TenantConfig, user: ScalixUser, *, phase: Phase = "full") -> dict[str, Any]:

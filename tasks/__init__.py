@@ -10,9 +10,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
-from prefect import Task, task
+from prefect import Task, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.blocks.system import Secret
 from prefect.cache_policies import NO_CACHE
@@ -28,8 +29,9 @@ from scalix_migrate.records import ScalixUser
 from scalix_migrate.report import write_reports
 from scalix_migrate.secrets import register_resolver
 
-# Retry delays live here once, so tests can shorten them (see tests/flows/conftest.py).
-RETRY_DELAYS_S: list[float] = [10, 60, 300]
+# The decorators' retry settings are only what a task called on its own gets; the flow
+# applies options.retries of the tenant config to every step (see for_config).
+RETRY_DELAYS_S: list[float] = [2, 5, 15]
 
 
 def _load_prefect_secret(name: str) -> str:
@@ -41,12 +43,67 @@ register_resolver("prefect-secret", _load_prefect_secret)
 
 
 def retry_transient(task: Task[Any, Any], task_run: TaskRun, state: State[Any]) -> bool:
-    """Retry only what a retry can cure: network, timeouts, throttling."""
+    """Retry only what a retry can cure: network, timeouts, throttling. Prefect asks only
+    while retries are left, so a True here is a wait that follows: it is logged."""
     try:
         state.result()
     except BaseException as exc:
-        return is_retryable(exc) or is_retryable(exc.__cause__ or exc)
+        retry = is_retryable(exc) or is_retryable(exc.__cause__ or exc)
+        if retry:
+            _log_retry(task, task_run, exc)
+        return retry
     return False
+
+
+def _log_retry(task: Task[Any, Any], task_run: TaskRun, exc: BaseException) -> None:
+    delays = task.retry_delay_seconds
+    done = max(1, task_run.run_count)
+    if isinstance(delays, list | tuple) and delays:
+        wait = float(delays[min(done - 1, len(delays) - 1)])
+    else:
+        wait = float(delays or 0)  # type: ignore[arg-type]
+    code = getattr(exc, "code", type(exc).__name__)
+    get_run_logger().warning(
+        "%s: attempt %d failed (%s, transient: %s); retry %d of %d in %.0f s",
+        task_run.name,
+        done,
+        code,
+        getattr(exc, "message", str(exc))[:300],
+        done,
+        task.retries,
+        wait,
+    )
+
+
+def retry_policy(config: TenantConfig) -> tuple[int, list[float]]:
+    """options.retries as Prefect wants it: how many retries, and the waits before them."""
+    return config.options.retries.attempts, list(config.options.retries.delays_s)
+
+
+@dataclass(frozen=True)
+class Steps:
+    """The flow's tasks with the tenant's retry policy applied (see :func:`for_config`)."""
+
+    discover_users: Task[[TenantConfig], Discovery]
+    preflight_validate: Task[[TenantConfig, Discovery, list[str] | None], list[dict[str, str]]]
+    restart_service: Task[[TenantConfig, list[ScalixUser], bool], list[str]]
+    let_users_in: Task[[TenantConfig], list[str]]
+    transfer_user: Task[[TenantConfig, ScalixUser, steps.Phase], dict[str, Any]]
+    verify_user: Task[[TenantConfig, ScalixUser], dict[str, Any]]
+
+
+def for_config(config: TenantConfig) -> Steps:
+    """Every step with ``options.retries``: the decorators' settings are only defaults."""
+    attempts, delays = retry_policy(config)
+    opts: dict[str, Any] = {"retries": attempts, "retry_delay_seconds": delays}
+    return Steps(
+        discover_users=discover_users.with_options(**opts),
+        preflight_validate=preflight_validate.with_options(**opts),
+        restart_service=restart_service.with_options(**opts),
+        let_users_in=let_users_in.with_options(**opts),
+        transfer_user=transfer_user.with_options(**opts),
+        verify_user=verify_user.with_options(**opts),
+    )
 
 
 def source_limit_name(config: TenantConfig) -> str:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import imaplib
+import logging
 import re
 import socket
 import ssl
@@ -62,8 +63,17 @@ from scalix_migrate.destinations.base import (
 from scalix_migrate.errors import ItemError, TransientError, UserError
 from scalix_migrate.imapfetch import fetch as imap_fetch
 from scalix_migrate.imapfetch import quiet_protocol_trace
+from scalix_migrate.netfaults import (
+    classify,
+    describe,
+    destination_code,
+    note_reconnect,
+    plain_text,
+)
 from scalix_migrate.records import ScalixUser
 from scalix_migrate.xoauth2 import TokenSource
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -185,10 +195,11 @@ class ImapDestination:
             client.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if d.tls is TLSMode.starttls:
                 client.starttls(self._ssl_context())
-        except (OSError, IMAPClientError) as exc:
+        except (OSError, EOFError, IMAPClientError) as exc:
+            fault = classify(exc, connecting=True)
             raise TransientError(
-                f"cannot reach {d.host}:{d.effective_port} ({type(exc).__name__})",
-                code="SXM-DST-001",
+                describe(fault, f"destination {d.host}:{d.effective_port}"),
+                code=destination_code(fault),
                 user=self.user,
             ) from None
         try:
@@ -221,20 +232,25 @@ class ImapDestination:
                 code="SXM-DST-002",
                 user=self.user,
             ) from None
-        except (OSError, imaplib.IMAP4.abort) as exc:
+        except (OSError, EOFError, imaplib.IMAP4.abort) as exc:
+            fault = classify(exc)
             raise TransientError(
-                f"connection lost during login ({type(exc).__name__})",
-                code="SXM-DST-001",
+                describe(fault, "destination during login"),
+                code=destination_code(fault),
                 user=self.user,
             ) from None
 
     def _reconnect(self) -> None:
         self._close()
         self.reconnects += 1
+        note_reconnect()
         self._connect(refresh_token=True)
 
     def _c(self) -> IMAPClient:
         if self.client is None:
+            # Only a lost connection is closed before __exit__: this is a reconnect.
+            self.reconnects += 1
+            note_reconnect()
             self._connect(refresh_token=True)
         assert self.client is not None
         return self.client
@@ -249,22 +265,34 @@ class ImapDestination:
     ) -> T:
         """Run ``op`` with backoff on throttling and reconnects on drops (bounded)."""
         delay = 1.0
+        code = "SXM-DST-005"  # throttled, unless the last failure was a connection fault
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:
                 return op(self._c())
             except _Throttled as t:
-                wait = t.delay_s
-            except (OSError, imaplib.IMAP4.abort) as exc:
+                wait, code = t.delay_s, "SXM-DST-005"
+            except (OSError, EOFError, imaplib.IMAP4.abort) as exc:
                 self._close()
+                fault = classify(exc)
+                code = destination_code(fault)
                 if not idempotent:
                     raise TransientError(
-                        f"connection lost during {what} ({type(exc).__name__}); "
-                        "the loader reconciles the batch",
-                        code="SXM-DST-005",
+                        describe(fault, f"destination during {what}")
+                        + "; the loader reconciles the batch",
+                        code=code,
                         user=self.user,
                         folder=folder,
                         retry_after_s=delay,
                     ) from None
+                log.warning(
+                    "destination %s for %s: %s; reconnecting in %.0f s (attempt %d of %d)",
+                    what,
+                    self.user,
+                    describe(fault, self.dest.host),
+                    delay,
+                    attempt,
+                    MAX_ATTEMPTS,
+                )
                 wait = delay
             if attempt == MAX_ATTEMPTS or wait > MAX_SLEEP_S:
                 break
@@ -272,7 +300,7 @@ class ImapDestination:
             delay = min(delay * 2, MAX_SLEEP_S)
         raise TransientError(
             f"{what} still throttled or failing after {attempt} attempts",
-            code="SXM-DST-005",
+            code=code,
             user=self.user,
             folder=folder,
             retry_after_s=wait,
@@ -585,4 +613,4 @@ class ImapDestination:
 
 
 def _short(exc: BaseException) -> str:
-    return str(exc)[:200]
+    return plain_text(exc)[:200]  # the server's words, not a bytes repr

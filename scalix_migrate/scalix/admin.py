@@ -42,6 +42,7 @@ import paramiko
 
 from scalix_migrate.config import TenantConfig
 from scalix_migrate.errors import ConfigError, FatalError, MigrationError, TransientError
+from scalix_migrate.netfaults import note_reconnect
 from scalix_migrate.state import Journal
 
 log = logging.getLogger(__name__)
@@ -156,6 +157,7 @@ class ScalixAdmin:
         # (a batch counts each of its commands) and SSH exec channels opened.
         self.commands_sent = 0
         self.execs = 0
+        self.reconnects = 0  # connections lost mid-batch and reopened
         # Guards the connection and the counters: run_batch(parallel=N) execs from N threads.
         self._lock = threading.RLock()
 
@@ -314,25 +316,68 @@ class ScalixAdmin:
             results.extend(self._finish_chunk(group, outcome))
         return results
 
-    def _exec_chunk(self, lines: list[str]) -> tuple[int, str, str, float]:
-        """Exec one chunk (thread-safe); status, stdout, stderr and the seconds it took."""
-        script = "; ".join(f'{line}; echo "{BATCH_MARKER} $?"' for line in lines)
+    def _exec_chunk(self, lines: list[str]) -> tuple[list[tuple[int, str]], str, float]:
+        """Exec one chunk (thread-safe); status, stdout, stderr and the seconds it took.
+
+        A connection or channel lost part-way (no exit status came back) is a transient fault,
+        not a format problem: the commands whose end marker arrived are kept, the connection
+        is reopened and only the rest of the chunk runs again, up to
+        ``source.ssh.reconnect_attempts`` times. Scalix's admin commands that are batched read
+        or set state idempotently, so the one command that was cut off may safely run twice.
+        """
         started = time.monotonic()
-        with self._lock:
-            self.commands_sent += len(lines)
-        status, out, err = self._exec(script, logged=False)
-        return status, out, err, time.monotonic() - started
+        done: list[tuple[int, str]] = []
+        errors: list[str] = []
+        attempts = self.ssh.reconnect_attempts
+        for attempt in range(attempts + 1):
+            todo = lines[len(done) :]
+            with self._lock:
+                self.commands_sent += len(todo)
+            try:
+                _, out, err = self._exec(_batch_script(todo), logged=False)
+            except _ConnectionLost as lost:
+                done.extend(_split_batch(lost.stdout[: lost.stdout.rfind("\n") + 1]))
+                errors.append(lost.stderr)
+                if len(done) >= len(lines):
+                    break
+                if attempt == attempts:
+                    raise TransientError(
+                        f"SSH connection to {self.host} was lost {attempts + 1} times during "
+                        f"a batch of admin commands; {len(done)} of {len(lines)} finished; "
+                        f"first unfinished: {lines[len(done)]}",
+                        code="SXM-SSH-007",
+                    ) from None
+                with self._lock:
+                    self.reconnects += 1
+                note_reconnect()
+                log.warning(
+                    "ssh %s: connection lost after %d of %d commands of a batch; reconnecting "
+                    "and running the other %d (attempt %d of %d)",
+                    self.host,
+                    len(done),
+                    len(lines),
+                    len(lines) - len(done),
+                    attempt + 1,
+                    attempts,
+                )
+                continue
+            errors.append(err)
+            done.extend(_split_batch(out))
+            break
+        return done, "".join(errors), time.monotonic() - started
 
     def _finish_chunk(
-        self, lines: list[str], outcome: tuple[int, str, str, float]
+        self, lines: list[str], outcome: tuple[list[tuple[int, str]], str, float]
     ) -> list[CommandResult]:
-        """Split a chunk's output per command and record each (in the caller's thread)."""
-        status, out, err, elapsed = outcome
-        pieces = _split_batch(out)
+        """Record each command's result of a chunk (in the caller's thread)."""
+        pieces, err, elapsed = outcome
         if len(pieces) != len(lines):
+            # The exec ended with an exit status, yet markers are missing: a template that
+            # swallowed the marker (exit, exec, a here-document) or printed one of its own.
+            first = lines[min(len(pieces), len(lines) - 1)]
             raise MigrationError(
-                f"batched admin output has {len(pieces)} end markers for {len(lines)} commands "
-                f"(exit {status}); first command: {lines[0]}",
+                f"batched admin output has {len(pieces)} end markers for {len(lines)} commands; "
+                f"first command without one: {first}",
                 code="SXM-SSH-006",
             )
         results = []
@@ -385,6 +430,9 @@ class ScalixAdmin:
                     select.select([chan], [], [], min(remaining, 1.0))
                 if not chan.status_event.wait(max(0.0, deadline - time.monotonic())):
                     raise TimeoutError()
+                if chan.exit_status == -1:
+                    # paramiko sets status_event on close too; a real exit status is 0-255.
+                    raise EOFError("the channel closed without an exit status")
                 status = chan.recv_exit_status()
             finally:
                 chan.close()
@@ -393,19 +441,45 @@ class ScalixAdmin:
                 self._record(line, None, timeout)
             raise TransientError(
                 f"admin command timed out after {timeout:.0f}s on {self.host}: {line[:200]}",
-                code="SXM-SSH-001",
+                code="SXM-SSH-008",
             ) from None
         except (OSError, EOFError, paramiko.SSHException) as exc:
             self.close()
-            raise TransientError(
-                f"SSH to {self.host} failed during a command: {type(exc).__name__}: {exc}",
-                code="SXM-SSH-001",
+            raise _ConnectionLost(
+                f"SSH connection to {self.host} was lost during a command "
+                f"({type(exc).__name__}: {exc}): {line[:200]}",
+                stdout=_decode(out),
+                stderr=_decode(err),
             ) from None
-        return (
-            status,
-            b"".join(out).decode("utf-8", "replace"),
-            b"".join(err).decode("utf-8", "replace"),
-        )
+        return status, _decode(out), _decode(err)
+
+
+class _ConnectionLost(TransientError):
+    """The connection or channel went away before the exit status: what had arrived is kept."""
+
+    def __init__(
+        self, message: str, *, stdout: str = "", stderr: str = "", code: str = "SXM-SSH-007"
+    ) -> None:
+        self.stdout = stdout
+        self.stderr = stderr
+        super().__init__(message, code=code)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Pickled (Prefect results) as what it is to the caller: a transient error.
+        return (_transient, (self.message, self.code))
+
+
+def _transient(message: str, code: str) -> TransientError:
+    return TransientError(message, code=code)
+
+
+def _decode(chunks: list[bytes]) -> str:
+    # Admin output is mostly ASCII; odd bytes (a Latin-1 display name) must not stop parsing.
+    return b"".join(chunks).decode("utf-8", "replace")
+
+
+def _batch_script(lines: list[str]) -> str:
+    return "; ".join(f'{line}; echo "{BATCH_MARKER} $?"' for line in lines)
 
 
 def _chunks(lines: list[str], chunk: int) -> list[list[str]]:

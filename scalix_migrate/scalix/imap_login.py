@@ -19,6 +19,7 @@ from imapclient import IMAPClient
 from scalix_migrate.config import SourceIMAPConfig, TenantConfig, TLSMode
 from scalix_migrate.errors import FatalError, TransientError, UserError
 from scalix_migrate.imapfetch import quiet_protocol_trace
+from scalix_migrate.netfaults import classify, describe, plain_text, server_text, source_code
 from scalix_migrate.records import ScalixUser
 
 
@@ -79,10 +80,10 @@ def connect(imap: SourceIMAPConfig, host: str) -> Iterator[IMAPClient]:
             f"TLS certificate of {host}:{port} not trusted: {exc.verify_message}",
             code="SXM-IMAP-003",
         ) from None
-    except (OSError, imaplib.IMAP4.error) as exc:
+    except (OSError, EOFError, imaplib.IMAP4.error) as exc:
+        fault = classify(exc, connecting=True)
         raise TransientError(
-            f"cannot reach source IMAP {host}:{port}: {type(exc).__name__}: {exc}",
-            code="SXM-IMAP-001",
+            describe(fault, f"source IMAP {host}:{port}"), code=source_code(fault)
         ) from None
     try:
         yield client
@@ -96,16 +97,22 @@ def login_mboxadmin(client: IMAPClient, admin: str, target: str, password: str) 
     name = imap_quote(f"mboxadmin:{admin}:{target}")
     try:
         typ, data = client._imap._simple_command("LOGIN", name, imap_quote(password))
+    except imaplib.IMAP4.abort as exc:
+        fault = classify(exc)
+        raise TransientError(
+            describe(fault, "source IMAP during LOGIN"), code=source_code(fault), user=target
+        ) from None
     except imaplib.IMAP4.error as exc:
         # imaplib puts the server's text in the exception; it never contains the password.
         raise UserError(
-            f"mboxadmin login as {admin!r} for {target!r} refused: {exc}",
+            f"mboxadmin login as {admin!r} for {target!r} refused: {plain_text(exc)}",
             code="SXM-IMAP-002",
             user=target,
         ) from None
     if typ != "OK":
         raise UserError(
-            f"mboxadmin login as {admin!r} for {target!r} refused: {data!r}",
+            f"mboxadmin login as {admin!r} for {target!r} refused: "
+            + (" ".join(server_text(data)) or typ),
             code="SXM-IMAP-002",
             user=target,
         )

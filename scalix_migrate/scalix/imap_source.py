@@ -9,8 +9,10 @@ Everything leaving this module is normalised: :class:`SourceFolder`, :class:`Mes
 :class:`FetchedMessage` (UIDs int, flags frozensets of str, aware INTERNALDATEs) or
 :class:`FetchFailure` for a message the server would not return.
 
-Errors: a refused login is :class:`UserError` ``SXM-IMAP-002``; network trouble (refused
-connect, timeout, dropped connection, BYE) is :class:`TransientError` ``SXM-IMAP-001``; a
+Errors: a refused login is :class:`UserError` ``SXM-IMAP-002``; network trouble is
+:class:`TransientError` coded by what happened (:mod:`scalix_migrate.netfaults`): nothing
+answered or refused ``SXM-IMAP-001``, a working connection dropped (reset, EOF, BYE)
+``SXM-IMAP-007``, a read timeout ``SXM-IMAP-008``, a failed TLS handshake ``SXM-IMAP-009``; a
 certificate that does not verify is :class:`FatalError` ``SXM-IMAP-003`` (it is the same for
 every user); a folder that cannot be examined is :class:`ItemError` ``SXM-IMAP-005``.
 """
@@ -35,6 +37,7 @@ from scalix_migrate.config import TenantConfig, TLSMode
 from scalix_migrate.errors import FatalError, ItemError, TransientError, UserError
 from scalix_migrate.imapfetch import fetch as imap_fetch
 from scalix_migrate.imapfetch import parse_fetch, quiet_protocol_trace
+from scalix_migrate.netfaults import classify, describe, plain_text, source_code
 from scalix_migrate.records import FetchedMessage, ScalixUser, SourceFolder
 from scalix_migrate.scalix.listparse import DEFAULT_SHARED_ROOTS, parse_list_response
 
@@ -131,6 +134,9 @@ class ScalixMailbox:
         self._client: IMAPClient | None = None
         self._current: SourceFolder | None = None
         self._shared_roots: tuple[str, ...] = DEFAULT_SHARED_ROOTS
+        self._condstore = False
+        #: HIGHESTMODSEQ of the folder last examined, where the server keeps CONDSTORE
+        self.modseq: int | None = None
 
     def __repr__(self) -> str:
         return f"ScalixMailbox(user={self.user.key!r}, host={self.cfg.source.imap_host!r})"
@@ -142,6 +148,7 @@ class ScalixMailbox:
         try:
             self._login(self._client)
             self._read_namespaces()
+            self._enable_condstore()
         except BaseException:
             self._close()
             raise
@@ -176,21 +183,31 @@ class ScalixMailbox:
         return self._client
 
     @contextmanager
-    def _guard(self, *, folder: str | None = None, uid: int | None = None) -> Iterator[None]:
-        """Turn network failures into TransientError, certificate failures into FatalError."""
+    def _guard(
+        self, *, folder: str | None = None, uid: int | None = None, connecting: bool = False
+    ) -> Iterator[None]:
+        """Turn network failures into TransientError coded by what happened (refused, lost,
+        timed out, TLS), certificate failures into FatalError (the same for every user)."""
+        imap = self.cfg.source.imap
         try:
             yield
-        except ssl.SSLCertVerificationError as err:
-            raise FatalError(
-                f"the certificate of {self.cfg.source.imap_host} does not verify "
-                f"({err.verify_message})",
-                code="SXM-IMAP-003",
-            ) from None
-        except (imap_exc.IMAPClientAbortError, imaplib.IMAP4.abort, OSError, EOFError) as err:
+        except (
+            imap_exc.IMAPClientAbortError,
+            imaplib.IMAP4.abort,
+            OSError,
+            EOFError,
+        ) as err:
+            fault = classify(err, connecting=connecting)
+            where = f"source IMAP {self.cfg.source.imap_host}:{imap.effective_port}"
+            if fault.kind == "tls-verify":
+                raise FatalError(
+                    f"the certificate of {self.cfg.source.imap_host} does not verify "
+                    f"({fault.detail})",
+                    code="SXM-IMAP-003",
+                ) from None
             raise TransientError(
-                f"IMAP connection to {self.cfg.source.imap_host} failed: "
-                f"{type(err).__name__}: {err}",
-                code="SXM-IMAP-001",
+                describe(fault, where),
+                code=source_code(fault),
                 user=self.user.key,
                 folder=folder,
                 uid=uid,
@@ -208,7 +225,7 @@ class ScalixMailbox:
         imap = self.cfg.source.imap
         host = self.cfg.source.imap_host
         timeout = SocketTimeout(connect=min(30.0, imap.timeout_s), read=imap.timeout_s)
-        with self._guard():
+        with self._guard(connecting=True):
             client = IMAPClient(
                 host,
                 port=imap.effective_port,
@@ -269,7 +286,7 @@ class ScalixMailbox:
             except imaplib.IMAP4.abort:
                 raise
             except imaplib.IMAP4.error as err:  # BAD
-                typ, text = "BAD", str(err)
+                typ, text = "BAD", plain_text(err)
         if typ != "OK":
             raise UserError(
                 f"Scalix refused the mboxadmin login {name!r} for {self.user.display_name}: "
@@ -279,6 +296,19 @@ class ScalixMailbox:
             )
         client._imap.state = "AUTH"
         client._cached_capabilities = None  # capabilities may change after LOGIN
+
+    def _enable_condstore(self) -> None:
+        """Ask for CONDSTORE (RFC 7162) where the server has it and ENABLE: EXAMINE then
+        reports HIGHESTMODSEQ, and a rerun asks only for the flags changed since. Scalix's own
+        support is unknown (peers.md): without it every rerun reads every flag, as before."""
+        client = self.client
+        with self._guard():
+            if client.has_capability("CONDSTORE") and client.has_capability("ENABLE"):
+                enabled = client.enable("CONDSTORE")
+                self._condstore = any(
+                    (e.decode() if isinstance(e, bytes) else str(e)).upper() == "CONDSTORE"
+                    for e in enabled
+                )
 
     def _read_namespaces(self) -> None:
         client = self.client
@@ -296,7 +326,7 @@ class ScalixMailbox:
         with self._guard():
             typ, data = self.client._imap.list('""', '"*"')
         if typ != "OK":
-            raise UserError(f"LIST failed: {data!r}", code="SXM-IMAP-005", user=self.user.key)
+            raise UserError(f"LIST failed: {_text(data)}", code="SXM-IMAP-005", user=self.user.key)
         return parse_list_response(
             data,
             include_shared=self.cfg.source.imap.include_shared_folders,
@@ -318,6 +348,8 @@ class ScalixMailbox:
                     folder=folder.name,
                 ) from None
         self._current = folder
+        modseq = info.get(b"HIGHESTMODSEQ") if self._condstore else None
+        self.modseq = int(modseq) if modseq else None  # [NOMODSEQ]: a folder without them
         return int(info[b"UIDVALIDITY"]), int(info.get(b"EXISTS", 0))
 
     def _require(self, folder: SourceFolder) -> None:
@@ -358,15 +390,21 @@ class ScalixMailbox:
                     internaldate=_aware(item[b"INTERNALDATE"]),
                 )
 
-    def flags(self, folder: SourceFolder, up_to_uid: int) -> dict[int, frozenset[str]]:
-        """Current flags of every message with UID <= ``up_to_uid`` (for the delta refresh)."""
+    def flags(
+        self, folder: SourceFolder, up_to_uid: int, *, changed_since: int | None = None
+    ) -> dict[int, frozenset[str]]:
+        """Current flags of every message with UID <= ``up_to_uid`` (for the delta refresh);
+        with ``changed_since`` (a MODSEQ, CONDSTORE only) just of those changed after it."""
         self._require(folder)
         if up_to_uid < 1:
             return {}
         # imapclient's fetch() only takes UID lists; a range keeps the command short.
         imap = self.client._imap
+        args = ["UID", "FETCH", f"1:{up_to_uid}", "(UID FLAGS)"]
+        if changed_since is not None:
+            args.append(f"(CHANGEDSINCE {changed_since})")
         with self._guard(folder=folder.name):
-            tag = imap._command("UID", "FETCH", f"1:{up_to_uid}", "(UID FLAGS)")
+            tag = imap._command(*args)
             typ, data = imap._command_complete("FETCH", tag)
             if typ != "OK":
                 raise ItemError(

@@ -71,7 +71,11 @@ def split_list_line(item: RawListItem) -> tuple[list[str], str | None, bytes]:
     if not tokens:
         raise ListParseError(f"LIST line without a delimiter: {line!r}")
     delim_tok = tokens[0]
-    delimiter = None if delim_tok.upper() == b"NIL" else _unquote(delim_tok).decode("ascii")
+    raw_delim = b"" if delim_tok.upper() == b"NIL" else _unquote(delim_tok)
+    if len(raw_delim) > 1 or not raw_delim.isascii():
+        # RFC 3501: one character or NIL. Anything else is not a LIST line we can trust.
+        raise ListParseError(f"LIST line with a delimiter that is not one character: {line!r}")
+    delimiter = raw_delim.decode("ascii") or None
     if literal is not None:
         name = literal
     elif len(tokens) >= 2:
@@ -113,7 +117,10 @@ def parse_list_item(item: RawListItem) -> SourceFolder:
     """One raw LIST item -> a decoded :class:`SourceFolder`."""
     attrs, delimiter, raw = split_list_line(item)
     raw_name = raw.decode("utf-8", "replace")
-    decoded = imap_utf7.decode(raw)
+    try:
+        decoded = imap_utf7.decode(raw)
+    except (ValueError, IndexError) as exc:  # a broken &...- sequence
+        raise ListParseError(f"LIST name is not modified UTF-7 ({exc}): {raw!r}") from None
     if delimiter and delimiter != "/":
         decoded = "/".join(decoded.split(delimiter))
     values = _attribute_values(attrs)

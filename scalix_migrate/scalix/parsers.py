@@ -24,6 +24,10 @@ def _layout(line: str) -> bool:
     return not line.strip() or bool(_RULER.match(line))
 
 
+def _ascii_digits(text: str) -> bool:
+    return text.isascii() and text.isdigit()
+
+
 def normalise_key(key: str) -> str:
     """``'  Internet   ADDRESS '`` -> ``'internet address'``."""
     return " ".join(key.replace("_", " ").split()).lower()
@@ -227,7 +231,7 @@ def parse_user_details(entry: UserListEntry, text: str) -> UserDetails:
 
 # --- omlimit / sxdu -------------------------------------------------------------------------
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE | re.ASCII)
 _UNIT_KIB = {"": 1, "k": 1, "m": 1024, "g": 1024**2, "t": 1024**3}
 
 
@@ -270,7 +274,7 @@ def parse_sxdu(text: str) -> Measure:
         if _layout(line):
             continue
         token = line.split()[0]
-        if token.isdigit():
+        if token.isascii() and token.isdigit():  # "²".isdigit() is True, int("²") fails
             return Measure(int(token), unparsed)
         unparsed.append(line)
     return Measure(None, unparsed)
@@ -318,7 +322,7 @@ def parse_service_status(text: str) -> ServiceStatus:
             continue
         i = idx[-1]
         rest = tokens[i + 1 :]
-        subs = int(rest.pop()) if rest and rest[-1].isdigit() and len(rest) > 1 else None
+        subs = int(rest.pop()) if rest and _ascii_digits(rest[-1]) and len(rest) > 1 else None
         services.append(
             ServiceState(" ".join(tokens[:i]), tokens[i].capitalize(), " ".join(rest) or None, subs)
         )

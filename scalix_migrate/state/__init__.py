@@ -28,6 +28,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from scalix_migrate.private import private_file
 from scalix_migrate.state.ledger import LedgerJournal
 from scalix_migrate.state.ops import OpsJournal
 from scalix_migrate.state.preflight_log import PreflightJournal, preflight_findings
@@ -83,6 +84,16 @@ def _use_wal(cur: Any) -> None:
                 raise
         time.sleep(delay)
         delay = min(delay * 2, 0.5)
+
+
+# (table, column, DDL type) of columns added after the first journal files were written.
+_NEWER_COLUMNS = [
+    ("messages", "dest_flags", "TEXT"),
+    ("messages", "verified_gen", "TEXT"),
+    ("folders", "modseq", "TEXT"),
+    ("users", "retries", "INTEGER NOT NULL DEFAULT 0"),
+    ("users", "reconnects", "INTEGER NOT NULL DEFAULT 0"),
+]
 
 
 class Journal(UsersJournal, LedgerJournal, RepairsJournal, OpsJournal, PreflightJournal):
@@ -145,20 +156,20 @@ class Journal(UsersJournal, LedgerJournal, RepairsJournal, OpsJournal, Preflight
         self.close()
 
     def _add_missing_columns(self) -> None:
-        """Add the ``messages`` columns newer than the journal file; idempotent.
+        """Add the columns newer than the journal file; idempotent.
 
         Two workers may both see a column missing: the loser's ALTER fails, and is fine as
         long as the column is there afterwards.
         """
-        for name in _LATER_COLUMNS:
-            if name in {c["name"] for c in sa.inspect(self.engine).get_columns("messages")}:
+        for table, column, ddl in _NEWER_COLUMNS:
+            if column in {c["name"] for c in sa.inspect(self.engine).get_columns(table)}:
                 continue
             try:
                 with self.engine.begin() as conn:
-                    conn.execute(sa.text(f"ALTER TABLE messages ADD COLUMN {name} TEXT"))
+                    conn.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN {column} {ddl}"))
             except sa.exc.DBAPIError:
-                names = {c["name"] for c in sa.inspect(self.engine).get_columns("messages")}
-                if name not in names:
+                names = {c["name"] for c in sa.inspect(self.engine).get_columns(table)}
+                if column not in names:
                     raise
 
 
@@ -166,8 +177,7 @@ def _journal_url(url: str | None, directory: Path | None) -> str:
     if url is not None:
         return url
     directory = Path(directory or ".scalix-migrate/state")
-    directory.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{directory.resolve() / 'journal.sqlite'}"
+    return f"sqlite:///{private_file(directory.resolve() / 'journal.sqlite')}"
 
 
 def _file_identity(url: str) -> tuple[int, int] | None:
@@ -201,7 +211,3 @@ def _close_shared() -> None:
     with _SHARED_LOCK:
         while _SHARED:
             _SHARED.popitem()[1][0].close()
-
-
-#: ``messages`` columns added after the first journals were written (all TEXT, nullable).
-_LATER_COLUMNS = ("dest_flags", "verified_gen")

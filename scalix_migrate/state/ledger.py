@@ -24,6 +24,8 @@ from scalix_migrate.state.schema import (
     messages,
 )
 
+_FEW = 2000  # flag updates looked up by UID; more read the folder's rows in one query
+
 
 class LedgerJournal(JournalBase):
     """Part of :class:`scalix_migrate.state.Journal`."""
@@ -71,6 +73,7 @@ class LedgerJournal(JournalBase):
                     .values(
                         uidvalidity=uidvalidity,
                         highest_uid=0,
+                        modseq=None,  # a MODSEQ of another UIDVALIDITY says nothing
                         replans=folders.c.replans + 1,
                         source_count=source_count,
                         updated_at=now,
@@ -88,6 +91,37 @@ class LedgerJournal(JournalBase):
                 )
             )
             return FolderCursor(folder.name, uidvalidity, int(row.highest_uid))
+
+    def folder_modseq(
+        self, tenant: str, user_key: str, folder: str, uidvalidity: int
+    ) -> int | None:
+        """The source HIGHESTMODSEQ recorded when the folder was last read through."""
+        with self.engine.connect() as conn:
+            value = conn.execute(
+                sa.select(folders.c.modseq).where(
+                    folders.c.tenant == tenant,
+                    folders.c.user_key == user_key,
+                    folders.c.folder == folder,
+                    folders.c.uidvalidity == uidvalidity,
+                )
+            ).scalar()
+        return int(value) if value else None
+
+    def set_folder_modseq(
+        self, tenant: str, user_key: str, folder: str, uidvalidity: int, modseq: int
+    ) -> None:
+        """Record that every change up to ``modseq`` is in the journal (call only then)."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                folders.update()
+                .where(
+                    folders.c.tenant == tenant,
+                    folders.c.user_key == user_key,
+                    folders.c.folder == folder,
+                    folders.c.uidvalidity == uidvalidity,
+                )
+                .values(modseq=str(modseq))
+            )
 
     def set_dest_folder(self, tenant: str, user_key: str, folder: str, dest_folder: str) -> None:
         with self.engine.begin() as conn:
@@ -255,15 +289,21 @@ class LedgerJournal(JournalBase):
     ) -> int:
         """Refresh the source flags of known messages; returns how many changed."""
         changed = 0
+        q = sa.select(messages.c.id, messages.c.uid, messages.c.flags).where(
+            messages.c.tenant == tenant,
+            messages.c.user_key == user_key,
+            messages.c.folder == folder,
+            messages.c.uidvalidity == uidvalidity,
+        )
         with self.engine.begin() as conn:
-            rows = conn.execute(
-                sa.select(messages.c.id, messages.c.uid, messages.c.flags).where(
-                    messages.c.tenant == tenant,
-                    messages.c.user_key == user_key,
-                    messages.c.folder == folder,
-                    messages.c.uidvalidity == uidvalidity,
-                )
-            ).all()
+            if len(flags_by_uid) <= _FEW:  # e.g. a CHANGEDSINCE answer: those rows only
+                rows = [
+                    r
+                    for chunk in _chunks(sorted(flags_by_uid))
+                    for r in conn.execute(q.where(messages.c.uid.in_(chunk)))
+                ]
+            else:
+                rows = list(conn.execute(q).all())
             for r in rows:
                 new = flags_by_uid.get(int(r.uid))
                 if new is not None and flags_to_text(new) != r.flags:

@@ -41,6 +41,10 @@ users = sa.Table(
     sa.Column("load_finished", sa.DateTime(timezone=True)),
     sa.Column("claimed_by", sa.Text),
     sa.Column("claimed_at", sa.DateTime(timezone=True)),
+    # Steps that failed with a transient fault (each retried while options.retries allows),
+    # and connections lost and reopened inside steps; summed over every run.
+    sa.Column("retries", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("reconnects", sa.Integer, nullable=False, server_default="0"),
     sa.Column("updated_at", sa.DateTime(timezone=True)),
 )
 
@@ -58,6 +62,8 @@ folders = sa.Table(
     sa.Column("source_count", sa.Integer),
     sa.Column("replans", sa.Integer, nullable=False, server_default="0"),
     sa.Column("updated_at", sa.DateTime(timezone=True)),
+    # The source's HIGHESTMODSEQ (CONDSTORE) when this UIDVALIDITY was last read through.
+    sa.Column("modseq", sa.Text),
 )
 
 messages = sa.Table(
@@ -192,6 +198,8 @@ class UserRow:
     extract_finished: datetime | None
     load_started: datetime | None
     load_finished: datetime | None
+    retries: int = 0
+    reconnects: int = 0
 
 
 def _entry(m: Any) -> LedgerEntry:

@@ -193,6 +193,22 @@ class UsersJournal(JournalBase):
             )
             return None if res.rowcount == 1 else "another worker (just now)"
 
+    def add_user_faults(
+        self, tenant: str, user_key: str, *, retries: int = 0, reconnects: int = 0
+    ) -> None:
+        """Add to the user's counts of retried steps and reopened connections."""
+        if not (retries or reconnects):
+            return
+        with self.engine.begin() as conn:
+            conn.execute(
+                users.update()
+                .where(users.c.tenant == tenant, users.c.user_key == user_key)
+                .values(
+                    retries=users.c.retries + retries,
+                    reconnects=users.c.reconnects + reconnects,
+                )
+            )
+
     def release_user(self, tenant: str, user_key: str) -> None:
         with self.engine.begin() as conn:
             conn.execute(

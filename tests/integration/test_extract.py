@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -201,7 +201,7 @@ def test_connection_dropped_mid_folder_resumes_from_cursor(
 
     with pytest.raises(TransientError) as info:
         extract_user(cfg, journal, user, mailbox=DroppingMailbox)
-    assert info.value.code == "SXM-IMAP-001"
+    assert info.value.code == "SXM-IMAP-007"  # a working connection lost, not unreachable
     assert len(list(journal.entries(cfg.tenant, user.key))) == 10
 
     result = extract_user(cfg, journal, user)
@@ -316,3 +316,57 @@ def test_scalix_flags_special_folders_and_groupware_on_the_sandbox(
     gw = StagingStore(cfg.options.staging_dir, cfg.tenant, user.key).root / "groupware"
     assert len(list(gw.rglob("*.ics"))) == result.ics_exported
     assert len(list(gw.rglob("*.vcf"))) == result.vcf_exported
+
+
+class _CountingMailbox(ScalixMailbox):
+    """The real adapter, counting the calls a rerun should not need with CONDSTORE."""
+
+    calls: ClassVar[list[tuple[str, Any]]] = []
+
+    def flags(
+        self, folder: SourceFolder, up_to_uid: int, *, changed_since: int | None = None
+    ) -> dict[int, frozenset[str]]:
+        found = super().flags(folder, up_to_uid, changed_since=changed_since)
+        self.calls.append(("flags", (folder.name, changed_since, sorted(found))))
+        return found
+
+    def uids_above(self, folder: SourceFolder, uid: int) -> list[int]:
+        self.calls.append(("uids_above", folder.name))
+        return super().uids_above(folder, uid)
+
+
+@pytest.mark.testbed
+def test_condstore_rerun_reads_only_what_changed(
+    testbed: Any, tmp_path: Path, journal: Journal
+) -> None:
+    """Dovecot has CONDSTORE: an unchanged folder costs its EXAMINE only, a changed one the
+    flags changed since (CHANGEDSINCE), and a new message is still found."""
+    user, who = new_user(testbed, ["INBOX", "Ablage"])
+    when = datetime(2022, 6, 1, 8, 0, 0, tzinfo=CEST)
+    testbed.seed_messages(who, [SeedMessage("Ablage", mail(i), [], when) for i in range(5)])
+    cfg = base_config(testbed, tmp_path)
+    assert extract_user(cfg, journal, user).staged == 5
+    rows = {r["folder"]: r for r in journal.folder_rows(cfg.tenant, user.key)}
+    assert rows["Ablage"]["modseq"], "HIGHESTMODSEQ was not recorded"
+
+    _CountingMailbox.calls = []
+    again = extract_user(cfg, journal, user, mailbox=_CountingMailbox)
+    assert (again.found, again.flags_refreshed) == (0, 0)
+    assert _CountingMailbox.calls == [], "an unchanged folder was read again"
+
+    with ScalixMailbox(cfg, user) as mbox:  # a flag changes on the source
+        mbox.client.select_folder("Ablage")
+        uid = sorted(mbox.client.search("ALL"))[2]
+        mbox.client.add_flags([uid], [b"\\Flagged"])
+    testbed.seed_messages(who, [SeedMessage("Ablage", mail(9), [], when)])
+    _CountingMailbox.calls = []
+    third = extract_user(cfg, journal, user, mailbox=_CountingMailbox)
+    assert (third.found, third.staged, third.flags_refreshed) == (1, 1, 1)
+    flag_calls = [args for kind, args in _CountingMailbox.calls if kind == "flags"]
+    assert len(flag_calls) == 1
+    folder, since, answered = flag_calls[0]
+    assert folder == "Ablage"
+    assert since == int(rows["Ablage"]["modseq"])
+    assert answered == [uid], "more than the changed message was read"
+    flagged = [e for e in journal.entries(cfg.tenant, user.key) if e.uid == uid]
+    assert "\\Flagged" in flagged[0].flags

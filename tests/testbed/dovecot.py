@@ -181,6 +181,11 @@ service imap-login {{
 OVERQUOTA_LOGIN = "overquota@dest.test"
 OVERQUOTA_LIMIT = "64K"
 _QUOTA_EXPR = f"%{{if;%u;eq;{OVERQUOTA_LOGIN};{OVERQUOTA_LIMIT};0}}"  # Dovecot's conditional
+#: The destination login that refuses any message over TOOBIG_LIMIT with NO [LIMIT].
+TOOBIG_LOGIN = "toobig@dest.test"
+TOOBIG_LIMIT = "8k"
+_MAX_SIZE_EXPR = f"%{{if;%u;eq;{TOOBIG_LOGIN};{TOOBIG_LIMIT};0}}"
+_USERDB_QUOTA = f"quota_rule=*:storage={_QUOTA_EXPR} quota_max_mail_size={_MAX_SIZE_EXPR}"
 
 
 def destination(root: Path, password: str) -> DovecotServer:
@@ -201,7 +206,7 @@ passdb {{
 # One login has a tiny quota (over-quota tests); storage=0 means unlimited for everyone else.
 userdb {{
   driver = static
-  args = allow_all_users=yes quota_rule=*:storage={_QUOTA_EXPR}
+  args = allow_all_users=yes {_USERDB_QUOTA}
 }}
 mail_plugins = $mail_plugins quota
 protocol imap {{

@@ -8,13 +8,14 @@ import time
 
 import pytest
 
-from scalix_migrate.errors import MigrationError
+from scalix_migrate.errors import MigrationError, TransientError
 from scalix_migrate.scalix.admin import (
     BATCH_MARKER,
     MAX_BATCH_BYTES,
     BatchItem,
     ScalixAdmin,
     _chunks,
+    _ConnectionLost,
 )
 from tests.unit.test_admin_commands_builders import EVIL, make_cfg
 
@@ -91,3 +92,47 @@ def test_a_failing_chunk_fails_the_batch_even_in_parallel() -> None:
         Broken().run_batch(
             [BatchItem("sxdu", {"name": f"u{i}"}) for i in range(12)], chunk=3, parallel=3
         )
+
+
+class _DroppingAdmin(_EchoingAdmin):
+    """Like _EchoingAdmin, but the first ``drops`` execs lose the connection after
+    ``keep`` commands' output (and half of the next one's), as a dropped SSH link does."""
+
+    def __init__(self, *, drops: int, keep: int = 3, attempts: int = 3) -> None:
+        super().__init__()
+        self.cfg = make_cfg(reconnect_attempts=attempts)
+        self.ssh = self.cfg.source.ssh
+        self.drops = drops
+        self.keep = keep
+
+    def _exec(self, line: str, *, logged: bool = True) -> tuple[int, str, str]:
+        status, out, err = super()._exec(line, logged=logged)
+        if self.drops <= 0:
+            return status, out, err
+        self.drops -= 1
+        ends = [i for i in range(len(out)) if out.startswith(BATCH_MARKER, i)]
+        cut = out.index("\n", ends[self.keep - 1]) + 1 if self.keep else 0
+        partial = out[: cut + 3] + f"{BATCH_MARKER} 1"  # a torn line: not a finished command
+        raise _ConnectionLost("lost", stdout=partial, stderr="")
+
+
+def test_a_lost_connection_reruns_only_the_unfinished_commands() -> None:
+    admin = _DroppingAdmin(drops=2, keep=3)
+    names = [f"u{i}" for i in range(10)]
+    results = admin.run_batch([BatchItem("sxdu", {"name": n}) for n in names])
+    assert [r.stdout for r in results] == [f"{n}\n" for n in names]
+    assert [r.exit_status for r in results] == [0] * 10
+    assert admin.reconnects == 2
+    # 10 commands, then the 7 after the first three, then the 4 after the next three.
+    assert [s.count(BATCH_MARKER) for s in admin.scripts] == [10, 7, 4]
+    assert "u3" in admin.scripts[1]
+    assert "u2" not in admin.scripts[1]
+
+
+def test_a_connection_lost_every_time_fails_transient_and_bounded() -> None:
+    admin = _DroppingAdmin(drops=100, keep=0, attempts=2)
+    with pytest.raises(TransientError, match="SXM-SSH-007") as caught:
+        admin.run_batch([BatchItem("sxdu", {"name": f"u{i}"}) for i in range(4)])
+    assert len(admin.scripts) == 3  # the first try and two reconnects
+    assert "0 of 4 finished" in str(caught.value)
+    assert "end markers" not in str(caught.value)

@@ -188,3 +188,52 @@ def test_cli_validate_ok(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "OK" in proc.stdout
+
+
+def _with_options(extra: str) -> str:
+    return GOOD + extra
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        (
+            'options:\n  messages:\n    since: "2024-13-45"\n',
+            "configs/acme.yaml:15 options.messages.since: expected a calendar date YYYY-MM-DD, "
+            "got '2024-13-45'",
+        ),
+        (
+            "options:\n  messages:\n    before: 2023-02-30\n",
+            "configs/acme.yaml:15 options.messages.before: expected a calendar date YYYY-MM-DD, "
+            "got '2023-02-30'",
+        ),
+        (
+            'options:\n  messages:\n    since: "2024-05-01"\n    before: "2024-01-01"\n',
+            "configs/acme.yaml:14 options.messages: since (2024-05-01) must be earlier than "
+            "before (2024-01-01): no message could be selected",
+        ),
+        (
+            "deployment:\n  schedule_timezone: Mars/Olympus\n",
+            "configs/acme.yaml:14 deployment.schedule_timezone: expected an IANA time zone such "
+            "as UTC or Europe/Berlin, got 'Mars/Olympus'",
+        ),
+        (
+            "options:\n  retries:\n    delays_s: []\n",
+            "configs/acme.yaml:15 options.retries.delays_s: expected a list of 1 to 10 waits in "
+            "seconds, each 0 to 3600, got a list",
+        ),
+    ],
+)
+def test_values_are_checked_for_meaning_not_only_shape(extra: str, expected: str) -> None:
+    assert _problems(_with_options(extra)) == [expected]
+
+
+def test_an_unquoted_date_is_a_date_too() -> None:
+    cfg = parse_config(GOOD + "options:\n  messages:\n    since: 2024-01-31\n", "x.yaml")
+    assert cfg.options.messages.since == "2024-01-31"
+
+
+def test_an_unknown_placeholder_is_refused_at_validate_time() -> None:
+    (problem,) = _problems(GOOD.replace("path: out/{email}", "path: out/{emial}"))
+    assert problem.startswith("configs/acme.yaml:12 destination.path: expected placeholders")
+    assert "{emial} is not one" in problem
