@@ -1,8 +1,8 @@
 """The migration procedure for one tenant, as one Prefect flow run.
 
 discover-users -> preflight-validate -> restart-service -> per user: transfer (extract, and
-load while it runs) -> verify -> report. Read it top to bottom; the work is in ``tasks/``
-and the core.
+load while it runs) -> [groupware, when destination.calendar/contacts is set] -> verify ->
+report. Read it top to bottom; the work is in ``tasks/`` and the core.
 """
 
 from __future__ import annotations
@@ -218,6 +218,9 @@ def _migrate_users(
         ("transfer", lambda u: step.transfer_user.submit(config, u, phase)),
         ("verify", lambda u: step.verify_user.submit(config, u)),
     ]
+    if config.destination.calendar or config.destination.contacts:
+        # Calendars and address books: their own task, after the mail is loaded, before verify.
+        chain.insert(len(chain) - 1, ("groupware", lambda u: step.groupware_user.submit(config, u)))
     created = create_progress_artifact(
         progress=0.0,
         key=tasks.artifact_key(config.tenant, "progress"),

@@ -163,7 +163,92 @@ class FolderRename(_Model):
         return v
 
 
-class ImapDestinationConfig(_Model):
+DavPreset = Literal["generic", "nextcloud", "sogo", "google"]
+
+
+class _DavConfig(_Model):
+    """A CalDAV or CardDAV server: where each user's collections are created.
+
+    ``url`` is the server (``generic``: the user's collection home itself, a template such as
+    ``https://dav.example/{email}/``); the presets derive the home from it (see
+    :func:`scalix_migrate.dav.home_url`). Google's endpoint takes no new collections: every folder
+    goes into the user's default calendar or address book.
+    """
+
+    url: str = Field(description="server or home URL; placeholders as in login_template")
+    preset: DavPreset = "generic"
+    auth: Literal["password", "bearer"] = "password"
+    login_template: str = Field(
+        "{email}",
+        description="placeholders: {email} {local_part} {domain} {auth_id} {display_name}",
+    )
+    password: SecretRef | None = None
+    token_command: str | None = Field(
+        None, description="prints an OAuth2 access token (auth: bearer); placeholders allowed"
+    )
+    token_file: str | None = None
+    verify_certificate: bool = True
+    ca_file: Path | None = None
+    timeout_s: PositiveSeconds = 60.0
+    max_resource_bytes: Annotated[int, Field(ge=1024)] | None = Field(
+        None, description="refuse larger items before sending (the server's limit if it says)"
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", v):
+            raise ValueError("an http:// or https:// URL")
+        return v
+
+    @model_validator(mode="after")
+    def _credentials(self) -> _DavConfig:
+        if self.preset == "google" and self.auth != "bearer":
+            raise ValueError("preset: google needs auth: bearer (an OAuth2 token_command)")
+        if self.auth == "password" and self.password is None:
+            raise ValueError("auth: password needs a password reference")
+        if self.auth == "bearer" and not (self.token_command or self.token_file):
+            raise ValueError("auth: bearer needs token_command or token_file")
+        return self
+
+
+class CalDavConfig(_DavConfig):
+    type: Literal["caldav"]
+
+
+class CardDavConfig(_DavConfig):
+    type: Literal["carddav"]
+
+
+class GroupwareFilesConfig(_Model):
+    """Today's files: one ``.ics``/``.vcf`` per item, in a directory per Scalix folder."""
+
+    type: Literal["files"]
+    path: str = Field(
+        description="per-user directory; placeholders {tenant} {email} {local_part} {domain}"
+    )
+
+
+CalendarDestinationConfig = Annotated[
+    CalDavConfig | GroupwareFilesConfig, Field(discriminator="type")
+]
+ContactsDestinationConfig = Annotated[
+    CardDavConfig | GroupwareFilesConfig, Field(discriminator="type")
+]
+
+
+class _MailDestination(_Model):
+    """What every mail destination may add: where calendars and address books go."""
+
+    calendar: CalendarDestinationConfig | None = Field(
+        None, description="appointments and tasks: caldav or files (optional)"
+    )
+    contacts: ContactsDestinationConfig | None = Field(
+        None, description="contacts and distribution lists: carddav or files (optional)"
+    )
+
+
+class ImapDestinationConfig(_MailDestination):
     type: Literal["imap"]
     host: str
     port: Port | None = None
@@ -203,7 +288,7 @@ class ImapDestinationConfig(_Model):
         return self
 
 
-class MaildirDestinationConfig(_Model):
+class MaildirDestinationConfig(_MailDestination):
     type: Literal["maildir"]
     path: str = Field(
         description="per-user directory; placeholders {tenant} {email} {local_part} {domain}"
@@ -212,7 +297,7 @@ class MaildirDestinationConfig(_Model):
     _placeholders = field_validator("path")(lambda cls, v: _check_placeholders(v))
 
 
-class MboxDestinationConfig(_Model):
+class MboxDestinationConfig(_MailDestination):
     type: Literal["mbox"]
     path: str = Field(description="per-user directory of mbox files, one per folder")
 
@@ -517,21 +602,37 @@ def _line_map(node: yaml.Node | None, path: tuple[str, ...] = ()) -> dict[tuple[
 
 
 _TAGS = {"imap", "maildir", "mbox"}
+_GROUPWARE_TAGS = {
+    "calendar": {"caldav": CalDavConfig, "files": GroupwareFilesConfig},
+    "contacts": {"carddav": CardDavConfig, "files": GroupwareFilesConfig},
+}
 _SECRET_FIELDS = {"password", "admin_password"}
 
 
 def _clean_loc(loc: tuple[int | str, ...]) -> tuple[str, ...]:
-    # Pydantic puts the discriminator's tag into the location: destination.imap.port.
+    # Pydantic puts the discriminator's tag into the location: destination.imap.port,
+    # destination.imap.calendar.caldav.url.
     out = [str(p) for p in loc]
     if len(out) >= 2 and out[0] == "destination" and out[1] in _TAGS:
         del out[1]
+    if len(out) >= 3 and out[0] == "destination" and out[2] in _GROUPWARE_TAGS.get(out[1], {}):
+        del out[2]
     return tuple(out)
 
 
-def _field_info(loc: tuple[str, ...], tag: str | None) -> FieldInfo | None:
+def _groupware_tag(raw_loc: tuple[int | str, ...]) -> str | None:
+    """The tag of destination.<type>.calendar|contacts.<tag> in a raw error location."""
+    if len(raw_loc) > 3 and raw_loc[0] == "destination" and raw_loc[2] in _GROUPWARE_TAGS:
+        return str(raw_loc[3])
+    return None
+
+
+def _field_info(
+    loc: tuple[str, ...], tag: str | None, groupware_tag: str | None = None
+) -> FieldInfo | None:
     model: Any = TenantConfig
     info: FieldInfo | None = None
-    for part in loc:
+    for depth, part in enumerate(loc):
         fields = getattr(model, "model_fields", None)
         if fields is None or part not in fields:
             return None
@@ -543,6 +644,8 @@ def _field_info(loc: tuple[str, ...], tag: str | None) -> FieldInfo | None:
                 "maildir": MaildirDestinationConfig,
                 "mbox": MboxDestinationConfig,
             }.get(tag or "")
+        elif depth == 1 and loc[0] == "destination" and part in _GROUPWARE_TAGS:
+            model = _GROUPWARE_TAGS[part].get(groupware_tag or "")
         elif isinstance(ann, type) and issubclass(ann, BaseModel):
             model = ann
         else:
@@ -574,16 +677,19 @@ def _nearest_line(lines: dict[tuple[str, ...], int], loc: tuple[str, ...]) -> in
 def _format_error(filename: str, lines: dict[tuple[str, ...], int], err: Any) -> str:
     raw_loc = tuple(err["loc"])
     tag = str(raw_loc[1]) if len(raw_loc) > 1 and raw_loc[0] == "destination" else None
+    gw_tag = _groupware_tag(raw_loc)
     loc = _clean_loc(raw_loc)
     dotted = ".".join(loc) or "(top level)"
     line = _nearest_line(lines, loc)
     kind = err["type"]
     if kind == "extra_forbidden":
-        parent = _field_info(loc[:-1], tag)
+        parent = _field_info(loc[:-1], tag, gw_tag)
         parent_model = parent.annotation if parent is not None else TenantConfig
         known = list(getattr(parent_model, "model_fields", {}) or {})
         if not loc[:-1]:
             known = list(TenantConfig.model_fields)
+        elif loc[:-1] in {("destination", "calendar"), ("destination", "contacts")}:
+            known = list(getattr(_GROUPWARE_TAGS[loc[1]].get(gw_tag or ""), "model_fields", {}))
         hint = difflib.get_close_matches(loc[-1], known, n=1)
         fix = f"did you mean '{hint[0]}'?" if hint else f"known keys: {', '.join(known)}"
         return f"{filename}:{line} {dotted}: unknown key; {fix}"
@@ -593,11 +699,12 @@ def _format_error(filename: str, lines: dict[tuple[str, ...], int], err: Any) ->
         found = (err.get("ctx") or {}).get("tag")
         line = _nearest_line(lines, (*loc, "type"))
         shown = repr(found) if found is not None else "nothing"
-        return f"{filename}:{line} {dotted}.type: expected one of imap, maildir, mbox, got {shown}"
+        tags = ", ".join(_GROUPWARE_TAGS.get(loc[-1], {"imap": 0, "maildir": 0, "mbox": 0}))
+        return f"{filename}:{line} {dotted}.type: expected one of {tags}, got {shown}"
     if kind == "value_error" and isinstance(err.get("input"), dict):
         # A check across fields of one section: the message says it all.
         return f"{filename}:{line} {dotted}: {_describe(err)}"
-    expected = _expected(_field_info(loc, tag)) or _describe(err)
+    expected = _expected(_field_info(loc, tag, gw_tag)) or _describe(err)
     return f"{filename}:{line} {dotted}: expected {expected}, got {_shown(err.get('input'), loc)}"
 
 

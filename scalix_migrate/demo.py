@@ -1,10 +1,12 @@
-"""``scalix-migrate demo``: the real flow against the embedded Scalix sandbox, into a Maildir.
+"""``scalix-migrate demo``: the real flow against the embedded Scalix sandbox, into a Maildir
+(mail) and an embedded Radicale (calendars and address books).
 
 It starts the sandbox (pymap IMAP with Scalix's mboxadmin login, a paramiko SSH server answering
 the admin commands), writes a tenant config for it, runs the migration flow, and then compares
 every folder of every migrated user independently: the source as the sandbox serves it over
-IMAP, the destination as the Maildir holds it (messages and bytes). Like the CLI, this is an edge
-module: it runs the Prefect flow.
+IMAP, the destination as the Maildir holds it (messages and bytes); per user, the events, tasks
+and contacts found, created and verified, against what the DAV server lists. Like the CLI, this
+is an edge module: it runs the Prefect flow.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import csv
 import os
 import shutil
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,6 +23,12 @@ import yaml
 from rich.console import Console
 
 from scalix_migrate.config import TenantConfig, load_config
+from scalix_migrate.demo_groupware import (
+    groupware_checks,
+    groupware_destination,
+    print_groupware,
+    start_dav,
+)
 from scalix_migrate.destinations.base import open_destination
 from scalix_migrate.discovery import discover_users
 from scalix_migrate.private import private_dir
@@ -53,17 +62,32 @@ class FolderCheck:
 
 
 def run_demo(workdir: Path, console: Console) -> int:
-    """Run the demo in ``workdir`` (recreated); 0 when every migrated folder matches."""
-    from scalix_migrate.sandbox import Sandbox
-
+    """Run the demo in ``workdir`` (recreated); 0 when every migrated folder matches and
+    every user's calendars and contacts arrived once, verified."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     if workdir.exists():
         shutil.rmtree(workdir)
     private_dir(workdir)  # the staging store, journal and reports are under it
+    with ExitStack() as stack:
+        return _run_demo(workdir, console, stack)
+
+
+def _run_demo(workdir: Path, console: Console, stack: ExitStack) -> int:
+    from scalix_migrate.sandbox import Sandbox
+
     console.print(f"[bold]Starting the embedded Scalix sandbox[/] in {workdir}")
     with Sandbox(workdir / "sandbox") as sandbox:
+        # Calendars and contacts go to an embedded CalDAV/CardDAV server (Radicale).
+        dav, dav_password = start_dav(workdir / "dav", sandbox.directory())
+        stack.callback(dav.stop)
+        console.print(f"CalDAV/CardDAV server (Radicale): {dav.url}")
         data = sandbox.config_data(
-            {"type": "maildir", "path": str(workdir / "maildir" / "{email}")}, tenant="sandbox"
+            {
+                "type": "maildir",
+                "path": str(workdir / "maildir" / "{email}"),
+                **groupware_destination(dav, dav_password),
+            },
+            tenant="sandbox",
         )
         data["options"].update(
             {
@@ -90,7 +114,9 @@ def run_demo(workdir: Path, console: Console) -> int:
             state = run_flow(cfg, users=fixed)
             console.print(f"\nflow run: [bold]{state.name}[/] {state.message or ''}")
         checks, not_migrated = compare(cfg)
+        gw_checks = groupware_checks(cfg)
     _print_checks(console, checks)
+    print_groupware(console, gw_checks)
     for user, status, reason in not_migrated:
         console.print(f"not migrated: {user} ({status}) {reason}", markup=False)
     report = cfg.options.reports_dir.resolve() / "report.html"
@@ -100,7 +126,15 @@ def run_demo(workdir: Path, console: Console) -> int:
     if bad or not checks:
         console.print(f"[red]{len(bad)} folder(s) differ[/]")
         return 1
+    bad_gw = [c.user for c in gw_checks if not c.ok]
+    if bad_gw or not gw_checks:
+        console.print(f"[red]calendars/contacts differ for: {', '.join(bad_gw) or 'everyone'}[/]")
+        return 1
     console.print(f"[green]all {len(checks)} folders match: messages and bytes[/]")
+    console.print(
+        f"[green]calendars and address books of {len(gw_checks)} users: every resource "
+        "created once and verified[/]"
+    )
     return 0
 
 

@@ -222,6 +222,48 @@ _CODES = [
         "unexpected internal error",
         "Rerun the user; report it with the log if it repeats.",
     ),
+    # groupware: calendars and address books (destination.calendar / destination.contacts)
+    Code(
+        "SXM-GW-001",
+        "calendar or vCard data broken",
+        "Recorded per item (folder and message hash); open the item in Scalix and fix or "
+        "re-save it, then rerun the user. The message itself is still migrated.",
+    ),
+    Code(
+        "SXM-GW-002",
+        "item has only Scalix's properties",
+        "Not an error: the item has no iCalendar/vCard part and is migrated as a message only.",
+    ),
+    Code(
+        "SXM-GW-003",
+        "groupware item without calendar or vCard",
+        "Not an error: migrated as a message only.",
+    ),
+    Code(
+        "SXM-GW-004",
+        "resource rejected by the DAV server",
+        "Recorded per item with the server's status; check its size and content limits.",
+    ),
+    Code(
+        "SXM-GW-005",
+        "calendar or address book cannot be created",
+        "Check the DAV URL/preset and that the user may create collections there.",
+    ),
+    Code(
+        "SXM-GW-006",
+        "DAV login refused",
+        "Check destination.calendar/contacts credentials and the login template.",
+    ),
+    Code(
+        "SXM-GW-007",
+        "DAV server unreachable or busy",
+        "Retried; check the DAV URL, TLS and the server's health if it persists.",
+    ),
+    Code(
+        "SXM-GW-008",
+        "groupware verification mismatch",
+        "A resource read back differs from what was sent; see failures.csv, rerun the user.",
+    ),
 ]
 
 CATALOGUE: dict[str, Code] = {c.code: c for c in _CODES}

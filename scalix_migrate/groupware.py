@@ -59,12 +59,9 @@ def groupware_dir(user_root: Path) -> Path:
     return user_root / "groupware"
 
 
-def export_item(
-    body: bytes, *, sha256: str, item_class: ItemClass, folder: str, user_root: Path
-) -> GroupwareOutcome | None:
-    """Export the calendar or vCard part of one groupware item; ``None`` for plain mail."""
-    if item_class not in GROUPWARE_CLASSES:
-        return None
+def groupware_parts(body: bytes) -> tuple[bytes | None, bytes | None, bool]:
+    """(the first text/calendar part, the first vCard part, whether a scalix-properties part
+    is there) of one message, decoded from their transfer encoding."""
     msg = email.message_from_bytes(body, policy=email.policy.compat32)
     calendar: bytes | None = None
     vcard: bytes | None = None
@@ -82,6 +79,16 @@ def export_item(
             vcard = payload
         elif ctype == _PROPERTIES_TYPE:
             has_properties = True
+    return calendar, vcard, has_properties
+
+
+def export_item(
+    body: bytes, *, sha256: str, item_class: ItemClass, folder: str, user_root: Path
+) -> GroupwareOutcome | None:
+    """Export the calendar or vCard part of one groupware item; ``None`` for plain mail."""
+    if item_class not in GROUPWARE_CLASSES:
+        return None
+    calendar, vcard, has_properties = groupware_parts(body)
     target = groupware_dir(user_root) / safe_component(folder)
     if item_class in _CALENDAR_CLASSES and calendar is not None:
         _write_atomic(target / f"{sha256}.ics", calendar)

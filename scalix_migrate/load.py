@@ -207,6 +207,15 @@ def load_user(
             folders = _FolderMaker(journal, dest, tenant, key, plans)
             folders.make(journal.folder_rows(tenant, key), pending)
             run = _Run(cfg, journal, dest, key, {p.source: p.destination for p in plans})
+            # Rows left appending by a crash: the dead run's last APPEND may still be landing.
+            dest.settle(
+                {
+                    folder
+                    for e in pending
+                    if e.load_state is LoadState.appending
+                    and (folder := run.target.get(e.folder)) is not None
+                }
+            )
             # Reconciliation before any APPEND, on this one connection: every claim is known.
             to_append = [e for e in pending if not run.reconciled(e)]
             stopped = run.append_all(to_append, _connections(cfg), partial(destination, cfg, user))
@@ -419,7 +428,9 @@ class _Run:
         if workers > 1:
             self._run_parallel(workers, open_more)
             # Batches handed back by broken connections: reconcile now that nothing is in
-            # flight, then append the rest on this connection (with its own retries).
+            # flight (and what the server was still storing has landed), then append the rest
+            # on this connection (with its own retries).
+            self.dest.settle({w.folder for w in self.handed_back if w.folder is not None})
             for work in sorted(self.handed_back, key=lambda w: w.index):
                 assert work.folder is not None
                 rows = [
@@ -561,8 +572,9 @@ class _Run:
             except TransientError:
                 if parallel or attempt == BATCH_ATTEMPTS:
                     raise
-                # The connection broke mid-APPEND: part of the batch may be stored. Look for
-                # each message before sending the rest again.
+                # The connection broke mid-APPEND: part of the batch may be stored, or still
+                # being stored. Let it land, then look for each message before sending again.
+                dest.settle([folder])
                 rows = [
                     e
                     for e in rows

@@ -261,6 +261,39 @@ _CODES = [
         "Use tls: implicit/starttls with verify_certificate: true.",
     ),
     PreflightCode(
+        "PF-GW-001",
+        B,
+        "calendar/contacts server unreachable",
+        "Check destination.calendar/contacts url, TLS and the server.",
+    ),
+    PreflightCode(
+        "PF-GW-002",
+        B,
+        "calendar or address book cannot be created or removed",
+        "Check the DAV url/preset and that the user may create and delete collections.",
+    ),
+    PreflightCode(
+        "PF-GW-003",
+        B,
+        "calendar/contacts login refused",
+        "Check destination.calendar/contacts password/token and login_template.",
+    ),
+    PreflightCode(
+        "PF-GW-004",
+        B,
+        "groupware files directory not writable",
+        "Create destination.calendar/contacts path with write access for the migrator.",
+    ),
+    PreflightCode(
+        "PF-GW-005", W, "calendar/contacts server over plain http", "Use an https:// URL."
+    ),
+    PreflightCode(
+        "PF-GW-006",
+        W,
+        "DAV server's resource size limit is small",
+        "Raise the server's limit (max-resource-size); larger items are reported per item.",
+    ),
+    PreflightCode(
         "PF-STG-001",
         B,
         "staging directory not writable or too full",
@@ -408,6 +441,7 @@ def _run_checks(
     named: Sequence[str],
 ) -> PreflightReport:
     from scalix_migrate.preflight_destination import destination_findings, staging_findings
+    from scalix_migrate.preflight_groupware import groupware_findings
 
     report = PreflightReport()
     add = report.findings.extend
@@ -438,6 +472,7 @@ def _run_checks(
         add(folder_findings(cfg, discovery.users, limit=folder_check_limit))
     sample = test_user or (discovery.users[0] if discovery.users else None)
     add(destination_findings(cfg, sample, discovery.users))
+    add(groupware_findings(cfg, sample))
     add(staging_findings(cfg, discovery.users))
     return report
 

@@ -142,7 +142,41 @@ def users_frame(journal: Journal, tenant: str) -> pd.DataFrame:
                 "error": u.error_message or "",
             }
         )
-    return pd.DataFrame(rows, columns=USER_COLUMNS)
+    return _with_groupware(pd.DataFrame(rows, columns=USER_COLUMNS), journal, tenant)
+
+
+GROUPWARE_KINDS = {"events": ("event",), "tasks": ("task",), "contacts": ("contact", "group")}
+
+
+def _with_groupware(frame: pd.DataFrame, journal: Journal, tenant: str) -> pd.DataFrame:
+    """Per kind, the calendar/address-book resources found, created and verified (columns
+    added only when the tenant migrates groupware: destination.calendar/contacts)."""
+    counts: dict[str, Counter[str]] = journal.groupware_counts(tenant)
+    if not counts:
+        return frame
+    for label, kinds in GROUPWARE_KINDS.items():
+        for what, states in (
+            ("found", None),
+            ("created", ("stored", "verified")),
+            ("verified", ("verified",)),
+        ):
+            frame[f"{label}_{what}"] = [
+                sum(
+                    n
+                    for key, n in counts.get(user, Counter()).items()
+                    if key.split("-", 1)[0] in kinds
+                    and (states is None or key.split("-", 1)[1] in states)
+                )
+                for user in frame["user"]
+            ]
+    frame["groupware_failed"] = [
+        sum(n for key, n in counts.get(user, Counter()).items() if key.endswith("-failed"))
+        for user in frame["user"]
+    ]
+    frame["message_only"] = [
+        counts.get(user, Counter()).get("item-message-only", 0) for user in frame["user"]
+    ]
+    return frame
 
 
 def failures_frame(journal: Journal, tenant: str) -> pd.DataFrame:
@@ -164,6 +198,21 @@ def failures_frame(journal: Journal, tenant: str) -> pd.DataFrame:
     ]
     rows = [{**r, "state": LoadState.failed.value} for r in journal.item_errors(tenant)]
     rows += [{**r, "state": LoadState.skipped.value} for r in journal.skipped_with_reason(tenant)]
+    # Calendar/contact resources (or items) that did not arrive: named by folder and resource.
+    rows += [
+        {
+            "user_key": user_key,
+            "folder": row.folder,
+            "uidvalidity": 0,
+            "uid": 0,
+            "state": f"{row.book}-failed",
+            "size": None,
+            "message_id": row.name,
+            "error_code": row.error_code,
+            "error_detail": row.error_detail,
+        }
+        for user_key, row in journal.groupware_failures(tenant)
+    ]
     rows.sort(key=lambda r: (r["user_key"], r["folder"], r["uidvalidity"], r["uid"]))
     return pd.DataFrame(rows, columns=cols)
 
@@ -182,6 +231,16 @@ def summary_markdown(tenant: str, users: pd.DataFrame, failures: pd.DataFrame) -
         f"failed: {int(users['failed'].sum()) if total else 0}",
         f"- bytes loaded: {int(users['bytes'].sum()) if total else 0:,}",
     ]
+    if total and "events_found" in users:
+        lines.append(
+            "- calendars and address books (found / created / verified): "
+            + ", ".join(
+                f"{label} {int(users[f'{label}_found'].sum())} / "
+                f"{int(users[f'{label}_created'].sum())} / "
+                f"{int(users[f'{label}_verified'].sum())}"
+                for label in GROUPWARE_KINDS
+            )
+        )
     codes = Counter(c for c in users["error_code"] if c) if total else Counter()
     codes.update(c for c in failures["error_code"] if c)
     if codes:

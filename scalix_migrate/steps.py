@@ -196,9 +196,9 @@ def run_user_step(
                     _record_faults(cfg, journal, user, step, tally.reconnects)
         except MigrationError as exc:
             if isinstance(exc, TransientError):
-                # Counted here, where the user is known; Prefect retries while it may.
+                # Logged here, where the user is known; the retry itself is counted when it
+                # starts (note_retry), so a user that ran out of retries is not over-counted.
                 log.warning("%s %s: transient fault %s: %s", step, user.key, exc.code, exc.message)
-                journal.add_user_faults(cfg.tenant, user.key, retries=1)
             journal.release_user(cfg.tenant, user.key)
             journal.set_user_status(
                 cfg.tenant,
@@ -235,6 +235,13 @@ def _item_of(exc: MigrationError) -> str:
         f"{k}={v}" for k, v in (("folder", exc.folder), ("uid", exc.uid)) if v is not None
     )
     return f" ({where})" if where else ""
+
+
+def note_retry(cfg: TenantConfig, user: ScalixUser, step: str, attempt: int) -> None:
+    """A step of ``user`` starts again after a transient fault: count it (users.retries)."""
+    log.warning("%s %s: attempt %d (a retry after a transient fault)", step, user.key, attempt)
+    with journal_for(cfg) as journal:
+        journal.add_user_faults(cfg.tenant, user.key, retries=1)
 
 
 def _record_faults(
@@ -347,6 +354,18 @@ def verify_step(cfg: TenantConfig, user: ScalixUser) -> dict[str, Any]:
         cfg, user, "verify", body, running="verifying", done="done", release=True
     )
     return counts_of(result)
+
+
+def groupware_step(cfg: TenantConfig, user: ScalixUser) -> dict[str, Any]:
+    """Calendars and address books (destination.calendar/contacts), written and verified."""
+    from scalix_migrate.groupware_sync import require_verified, sync_user
+
+    def body(journal: Journal) -> dict[str, int | str]:
+        result = sync_user(cfg, journal, user)
+        require_verified(result)
+        return result.flat()
+
+    return run_user_step(cfg, user, "groupware", body, running="groupware", done="loaded")
 
 
 def restart_service_step(

@@ -20,6 +20,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import State, TaskRun
 from prefect.concurrency.sync import concurrency
+from prefect.runtime import task_run as task_run_runtime
 
 from scalix_migrate import steps
 from scalix_migrate.config import TenantConfig
@@ -75,6 +76,12 @@ def _log_retry(task: Task[Any, Any], task_run: TaskRun, exc: BaseException) -> N
     )
 
 
+def _count_retry(config: TenantConfig, user: ScalixUser, step: str) -> None:
+    attempt = task_run_runtime.run_count
+    if attempt > 1:  # Prefect counts runs from 1; run 2 is the first retry
+        steps.note_retry(config, user, step, attempt)
+
+
 def retry_policy(config: TenantConfig) -> tuple[int, list[float]]:
     """options.retries as Prefect wants it: how many retries, and the waits before them."""
     return config.options.retries.attempts, list(config.options.retries.delays_s)
@@ -89,6 +96,7 @@ class Steps:
     restart_service: Task[[TenantConfig, list[ScalixUser], bool], list[str]]
     let_users_in: Task[[TenantConfig], list[str]]
     transfer_user: Task[[TenantConfig, ScalixUser, steps.Phase], dict[str, Any]]
+    groupware_user: Task[[TenantConfig, ScalixUser], dict[str, Any]]
     verify_user: Task[[TenantConfig, ScalixUser], dict[str, Any]]
 
 
@@ -102,6 +110,7 @@ def for_config(config: TenantConfig) -> Steps:
         restart_service=restart_service.with_options(**opts),
         let_users_in=let_users_in.with_options(**opts),
         transfer_user=transfer_user.with_options(**opts),
+        groupware_user=groupware_user.with_options(**opts),
         verify_user=verify_user.with_options(**opts),
     )
 
@@ -229,7 +238,21 @@ def transfer_user(config: TenantConfig, user: ScalixUser, phase: steps.Phase) ->
     A retry resumes both from the journal: nothing is fetched or appended twice. The source
     connection it opens is counted in the run's slots of the source limit
     (:func:`source_slots`)."""
+    _count_retry(config, user, "transfer")
     return steps.transfer_step(config, user, phase=phase)
+
+
+@task(
+    name="groupware-user",
+    retries=3,
+    retry_delay_seconds=RETRY_DELAYS_S,
+    retry_condition_fn=retry_transient,
+    task_run_name="groupware-{user.key}",
+)
+def groupware_user(config: TenantConfig, user: ScalixUser) -> dict[str, Any]:
+    """Calendar and contact items into CalDAV/CardDAV (or files), written and verified."""
+    _count_retry(config, user, "groupware")
+    return steps.groupware_step(config, user)
 
 
 @task(
@@ -240,6 +263,7 @@ def transfer_user(config: TenantConfig, user: ScalixUser, phase: steps.Phase) ->
     task_run_name="verify-{user.key}",
 )
 def verify_user(config: TenantConfig, user: ScalixUser) -> dict[str, Any]:
+    _count_retry(config, user, "verify")
     return steps.verify_step(config, user)
 
 

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from scalix_migrate.sandbox.dav_server import RadicaleServer
 from tests.testbed import ScalixTestbed, TestbedError, running_testbed
 
 
@@ -33,3 +34,13 @@ def testbed() -> Iterator[ScalixTestbed]:
             yield bed
     except TestbedError as exc:
         pytest.fail(f"the real-server test bed cannot start: {exc}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def radicale(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RadicaleServer]:
+    """A real CalDAV/CardDAV server (Radicale from PyPI) on a free 127.0.0.1 port."""
+    try:
+        with RadicaleServer(tmp_path_factory.mktemp("radicale")) as server:
+            yield server
+    except RuntimeError as exc:
+        pytest.fail(f"Radicale cannot start: {exc}", pytrace=False)

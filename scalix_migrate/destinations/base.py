@@ -132,6 +132,12 @@ class Destination(Protocol):
         ``message_id`` None) when the folder's generation is still ``proven.generation``."""
         ...
 
+    def settle(self, folders: Collection[str]) -> None:
+        """Return once no message is still arriving in ``folders``: before reconciling after a
+        lost connection, whose last APPEND a server may store a moment after the client has
+        gone (bounded; a no-op for the local sinks, whose writers end with their process)."""
+        ...
+
     def set_flags(
         self, folder: str, flags_by_id: Mapping[str, frozenset[str]]
     ) -> dict[str, ItemError]:

@@ -83,6 +83,10 @@ CONNECT_TIMEOUT_S = 30.0
 FETCH_BATCH_MESSAGES = 100
 FETCH_BATCH_BYTES = 16 << 20
 STORE_BATCH = 500  # UIDs per STORE: keeps the command line short
+# settle(): how long a folder must stay unchanged, how often to look, and the bound.
+SETTLE_QUIET_S = 1.0
+SETTLE_POLL_S = 0.25
+SETTLE_MAX_S = 15.0
 _APPENDUID = re.compile(rb"\[APPENDUID (\d+) ([0-9:,]+)\]", re.IGNORECASE)
 _BACKOFF_MS = re.compile(rb"Suggested Backoff Time: (\d+) milliseconds", re.IGNORECASE)
 _CODE = re.compile(rb"^\[([A-Z-]+)")
@@ -514,6 +518,32 @@ class ImapDestination:
         return present, None
 
     # --- reconciliation and verification -----------------------------------------------------
+
+    def settle(self, folders: Collection[str]) -> None:
+        """Wait until the folders' UIDNEXT has not moved for ``SETTLE_QUIET_S`` (at most
+        ``SETTLE_MAX_S``): a server finishing the APPEND of a connection that died (ours, a
+        moment ago, or a killed run's) stores it after the client has gone, and a search
+        before that would not find it."""
+        names = sorted(folders)
+        if not names:
+            return
+
+        def uidnexts(c: IMAPClient) -> list[int]:
+            present = {str(f) for _, _, f in c.list_folders()}
+            return [
+                int(c.folder_status(f, [b"UIDNEXT"])[b"UIDNEXT"]) for f in names if f in present
+            ]
+
+        deadline = time.monotonic() + SETTLE_MAX_S
+        last = self._retrying("STATUS", uidnexts)
+        quiet_since = time.monotonic()
+        while time.monotonic() < deadline:
+            time.sleep(SETTLE_POLL_S)
+            now = self._retrying("STATUS", uidnexts)
+            if now != last:
+                last, quiet_since = now, time.monotonic()
+            elif time.monotonic() - quiet_since >= SETTLE_QUIET_S:
+                return
 
     def find(
         self,

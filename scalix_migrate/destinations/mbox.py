@@ -240,6 +240,9 @@ class MboxDestination:
                 return str(e["id"])
         return None
 
+    def settle(self, folders: Collection[str]) -> None:
+        del folders  # written by this process only: nothing can still be arriving
+
     def messages(
         self, folder: str, *, proven: Proven | None = None
     ) -> Iterator[DestinationMessage]:

@@ -8,7 +8,9 @@ data files). What it contains, and why (each item exercises a part of the migrat
 * ``Kim Lee`` (the test user): nested and non-ASCII folders (``INBOX/Projekte/Größe``,
   ``Archiv/2019``), all special folders, Calendar (``IPF.Appointment``, meeting requests with a
   ``text/calendar`` part) and Contacts (``IPF.Contact``, ``application/scalix-properties`` and a
-  vCard for some), an open ``IMAP client`` session.
+  vCard for some), an open ``IMAP client`` session. Every user with a mailbox (but the admin)
+  also has tasks, a weekly meeting with one moved instance (Outlook's ``TZID`` without a
+  ``VTIMEZONE``), an all-day event and a distribution list.
 * ``Jürgen Müller``: non-ASCII display name, ``Limited`` class, an ``SWA client`` session.
 * ``Priya Shah`` — the CloudM "export name" (M0022) case: her login name (``auth_id``) is her
   *second* address ``pshah@…``, not the primary ``priya.shah@…`` listed first.
@@ -326,6 +328,92 @@ class _Writer:
         self.add("Contacts", lines, body, [], when)
 
 
+def _groupware_extras(writer: _Writer) -> None:
+    """Tasks, a recurring meeting with a moved instance, an all-day and a floating event, and
+    a distribution list: what a calendar/contacts migration must keep (its own RNG, so the
+    messages above stay as they were)."""
+    user = writer.user
+    rng = random.Random(f"groupware-{user.auth_id}")
+    when = datetime(2024, 3, 1, 9, tzinfo=UTC) + timedelta(days=rng.randrange(300))
+    me = user.primary_address
+
+    def item(folder: str, cls: str, subject: str, ctype: str, payload: str) -> None:
+        lines = [
+            f"From: {user.display_name} <{me}>",
+            f"Subject: {_rfc2047(subject)}",
+            f"Date: {when.strftime('%a, %d %b %Y %H:%M:%S %z')}",
+            "MIME-Version: 1.0",
+            f"X-Scalix-Class: {cls}",
+            f"Content-Type: {ctype}; charset=UTF-8",
+            "Content-Transfer-Encoding: 8bit",
+        ]
+        writer.add(folder, lines, payload.replace("\n", "\r\n"), [], when)
+
+    def cal(body: str) -> str:
+        return f"BEGIN:VCALENDAR\nVERSION:2.0\nPRODID:-//Scalix//Sandbox//EN\n{body}END:VCALENDAR\n"
+
+    for n, (summary, due) in enumerate([("Angebot schreiben", 5), ("Reisekosten abrechnen", 12)]):
+        day = (when + timedelta(days=due)).strftime("%Y%m%d")
+        item(
+            "Tasks",
+            "IPM.Task",
+            summary,
+            "text/calendar",
+            cal(
+                f"BEGIN:VTODO\nUID:task-{n}-{rng.getrandbits(32):08x}@scalix.acme.test\n"
+                f"SUMMARY:{summary}\nDUE;VALUE=DATE:{day}\nSTATUS:NEEDS-ACTION\nEND:VTODO\n"
+            ),
+        )
+    uid = f"weekly-{rng.getrandbits(32):08x}@scalix.acme.test"
+    start = when.strftime("%Y%m%dT100000")
+    moved = (when + timedelta(days=14)).strftime("%Y%m%dT100000")
+    tz = "TZID=W. Europe Standard Time"  # Outlook's zone name, and no VTIMEZONE: as Scalix sends
+    item(
+        "Calendar",
+        "IPM.Appointment",
+        "Jour fixe",
+        "text/calendar",
+        cal(
+            f"METHOD:REQUEST\nBEGIN:VEVENT\nUID:{uid}\nDTSTART;{tz}:{start}\n"
+            f"DURATION:PT1H\nRRULE:FREQ=WEEKLY;COUNT=8\nSUMMARY:Jour fixe\n"
+            f"ORGANIZER:mailto:{me}\n"
+            "ATTENDEE;CN=Ana Ruiz;PARTSTAT=ACCEPTED:mailto:ana@partner.test\n"
+            "BEGIN:VALARM\nACTION:DISPLAY\nTRIGGER:-PT15M\nDESCRIPTION:Jour fixe\nEND:VALARM\n"
+            "END:VEVENT\n"
+        ),
+    )
+    item(
+        "Calendar",
+        "IPM.Appointment",
+        "Jour fixe (verschoben)",
+        "text/calendar",
+        cal(
+            f"BEGIN:VEVENT\nUID:{uid}\nRECURRENCE-ID;{tz}:{moved}\n"
+            f"DTSTART;{tz}:{moved[:9]}140000\nDURATION:PT1H\nSUMMARY:Jour fixe (verschoben)\n"
+            "END:VEVENT\n"
+        ),
+    )
+    item(
+        "Calendar",
+        "IPM.Appointment",
+        "Betriebsferien",
+        "text/calendar",
+        cal(
+            f"BEGIN:VEVENT\nUID:holiday-{rng.getrandbits(32):08x}@scalix.acme.test\n"
+            "DTSTART;VALUE=DATE:20241223\nDTEND;VALUE=DATE:20250102\nSUMMARY:Betriebsferien\n"
+            "END:VEVENT\n"
+        ),
+    )
+    item(
+        "Contacts",
+        "IPM.DistList",
+        "Projektteam",
+        "text/vcard",
+        "BEGIN:VCARD\nVERSION:3.0\nN:Projektteam;;;;\nFN:Projektteam\n"
+        "EMAIL:ana@partner.test\nEMAIL:bob@vendor.test\nEND:VCARD\n",
+    )
+
+
 def _pct(name: str) -> str:
     return "".join(
         c
@@ -370,6 +458,7 @@ def demo_tenant() -> DemoTenant:
             for i in range(5):
                 writer.contact(with_vcard=i % 2 == 0)
             writer.draft()
+            _groupware_extras(writer)
         if user.display_name == "Kim Lee":
             # The same message filed twice (INBOX and Archiv): identical bytes, two folders.
             twin = writer.out[0]

@@ -317,7 +317,8 @@ class ScalixAdmin:
         return results
 
     def _exec_chunk(self, lines: list[str]) -> tuple[list[tuple[int, str]], str, float]:
-        """Exec one chunk (thread-safe); status, stdout, stderr and the seconds it took.
+        """Exec one chunk (thread-safe): each command's (exit status, stdout), the chunk's
+        stderr and the seconds it took.
 
         A connection or channel lost part-way (no exit status came back) is a transient fault,
         not a format problem: the commands whose end marker arrived are kept, the connection

@@ -29,6 +29,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from scalix_migrate.private import private_file
+from scalix_migrate.state.groupware import GroupwareJournal, groupware_resources
 from scalix_migrate.state.ledger import LedgerJournal
 from scalix_migrate.state.ops import OpsJournal
 from scalix_migrate.state.preflight_log import PreflightJournal, preflight_findings
@@ -55,6 +56,7 @@ __all__ = [
     "flags_from_text",
     "flags_to_text",
     "folders",
+    "groupware_resources",
     "messages",
     "metadata",
     "preflight_findings",
@@ -96,7 +98,9 @@ _NEWER_COLUMNS = [
 ]
 
 
-class Journal(UsersJournal, LedgerJournal, RepairsJournal, OpsJournal, PreflightJournal):
+class Journal(
+    UsersJournal, LedgerJournal, RepairsJournal, OpsJournal, GroupwareJournal, PreflightJournal
+):
     """The migration state of one or more tenants."""
 
     def __init__(self, engine: Engine) -> None:

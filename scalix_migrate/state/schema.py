@@ -41,8 +41,8 @@ users = sa.Table(
     sa.Column("load_finished", sa.DateTime(timezone=True)),
     sa.Column("claimed_by", sa.Text),
     sa.Column("claimed_at", sa.DateTime(timezone=True)),
-    # Steps that failed with a transient fault (each retried while options.retries allows),
-    # and connections lost and reopened inside steps; summed over every run.
+    # Steps rerun after a transient fault (options.retries), and connections lost and reopened
+    # inside steps; summed over every run.
     sa.Column("retries", sa.Integer, nullable=False, server_default="0"),
     sa.Column("reconnects", sa.Integer, nullable=False, server_default="0"),
     sa.Column("updated_at", sa.DateTime(timezone=True)),

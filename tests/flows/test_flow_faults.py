@@ -100,7 +100,7 @@ def test_a_user_that_cannot_be_read_fails_in_well_under_a_minute_and_the_run_goe
     assert took < 60, f"the run took {took:.0f} s"
     waits = [r.getMessage() for r in caplog.records if "; retry " in r.getMessage()]
     assert len(waits) == cfg.options.retries.attempts, waits
-    assert all(f"extract-{bad}" in w for w in waits)
+    assert all(f"transfer-{bad}" in w for w in waits)
     assert source_proxy.faults_fired >= cfg.options.retries.attempts + 1
 
     source_proxy.disarm()
@@ -109,6 +109,7 @@ def test_a_user_that_cannot_be_read_fails_in_well_under_a_minute_and_the_run_goe
         assert rows[good].status == "done"
         assert rows[bad].status == "failed"
         assert rows[bad].error_code == "SXM-IMAP-007"  # a lost connection, not "unreachable"
-        assert rows[bad].retries == cfg.options.retries.attempts + 1
+        assert rows[bad].retries == cfg.options.retries.attempts  # every retry counted
+        assert (rows[good].retries, rows[good].reconnects) == (0, 0)
         users = {u.key: u for u in discover_users(cfg).users}
         assert assert_user_migrated_exactly(cfg, journal, users[good]) == 5
