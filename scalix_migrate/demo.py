@@ -85,7 +85,8 @@ def _run_demo(workdir: Path, console: Console, stack: ExitStack) -> int:
             {
                 "type": "maildir",
                 "path": str(workdir / "maildir" / "{email}"),
-                **groupware_destination(dav, dav_password),
+                # A file: reference, like the sandbox's own secrets: no password in Prefect.
+                **groupware_destination(dav, sandbox.write_secret("dav_password", dav_password)),
             },
             tenant="sandbox",
         )

@@ -111,6 +111,11 @@ class Sandbox:
             raise
         self.start_seconds = time.monotonic() - began
 
+    def write_secret(self, name: str, value: str) -> str:
+        """Keep ``value`` as one of this sandbox's secret files; returns its ``file:`` reference."""
+        self._write_secret(name, value)
+        return self.secret_ref(name)
+
     def _write_secret(self, name: str, value: str) -> None:
         """One secret per file, created 0600 (never world-readable, not even for a moment)."""
         self.secrets_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
