@@ -207,7 +207,7 @@ def test_groupware_destinations_are_typed_and_optional() -> None:
         ),
         (
             ("password: ${DAV_PW}", "preset: google\n    password: ${DAV_PW}"),
-            "acme.yaml:11 destination.calendar: expected preset: google needs auth: bearer",
+            "acme.yaml:11 destination.calendar: preset: google needs auth: bearer",
         ),
     ],
 )
