@@ -54,8 +54,18 @@ def _config(path: Path) -> TenantConfig:
         raise typer.Exit(2) from None
 
 
+def _prepare_prefect() -> None:
+    """What must be set before Prefect is first imported: it reads its settings then."""
+    # Without PREFECT_API_URL, Prefect starts a temporary local server; on a busy 2-core
+    # machine its default 20 s start-up allowance is too short.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    private_prefect_home()
+
+
 def require_prefect_api() -> None:
     """Exit 2 with one line when PREFECT_API_URL names a Prefect API that does not answer."""
+    _prepare_prefect()
     from scalix_migrate.prefect_api import prefect_api_problem
 
     problem = prefect_api_problem()
@@ -179,11 +189,7 @@ def _announce_temporary_server() -> None:
 
 def run_flow(cfg: TenantConfig, **params: Any) -> Any:
     """Run the tenant flow in this process and return its final state."""
-    # Without PREFECT_API_URL, Prefect starts a temporary local server; on a busy 2-core
-    # machine its default 20 s start-up allowance is too short.
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    private_prefect_home()
+    _prepare_prefect()
     from scalix_migrate.prefect_api import configured_api_url
 
     if configured_api_url() is None:

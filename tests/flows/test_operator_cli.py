@@ -94,3 +94,30 @@ def test_run_says_why_it_waits_and_status_prints_whole_rows_on_a_pipe(tmp_path: 
         "j.mueller@acme.test": "done",
     }
     assert all(int(r["loaded"]) == int(r["found"]) > 0 for r in rows)
+
+
+def test_the_api_check_leaves_the_temporary_servers_start_up_allowance(tmp_path: Path) -> None:
+    """Prefect reads its settings once, at first import: the check must not come first."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("PREFECT_API_URL", "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS")
+    }
+    env["PREFECT_HOME"] = str(tmp_path / "home")
+    code = (
+        "from scalix_migrate.cli import require_prefect_api\n"
+        "require_prefect_api()\n"
+        "from prefect.settings import get_current_settings\n"
+        "print(get_current_settings().server.ephemeral.startup_timeout_seconds)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=env,
+        cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["120"]
