@@ -12,6 +12,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Any, Literal
 from uuid import UUID
 
@@ -23,6 +24,7 @@ from prefect.states import Completed, Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 import tasks
+from flows.quiet_failure import quiet_designed_failures
 from scalix_migrate import steps
 from scalix_migrate.config import TenantConfig
 from scalix_migrate.records import ScalixUser
@@ -42,6 +44,24 @@ def _let_users_in_hook(flow: Flow[Any, Any], flow_run: FlowRun, state: State[Any
     steps.let_users_in_step(TenantConfig.model_validate(config))
 
 
+def _run_name() -> str:
+    """``migrate-<tenant>-<phase>[-only-failed|-N-users]-<start, UTC>``: runs told apart."""
+    from prefect.runtime import flow_run
+
+    params = flow_run.parameters
+    config = params.get("config")
+    tenant = config.tenant if isinstance(config, TenantConfig) else dict(config or {}).get("tenant")
+    parts = ["migrate", str(tenant), str(params.get("phase", "full"))]
+    if params.get("dry_run"):
+        parts.append("dry-run")
+    if params.get("only_failed"):
+        parts.append("only-failed")
+    if params.get("users"):
+        parts.append(f"{len(params['users'])}-users")
+    parts.append(datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    return "-".join(parts)
+
+
 @dataclass
 class _UserRun:
     """Where one user is in its chain of steps."""
@@ -54,7 +74,7 @@ class _UserRun:
 
 @flow(
     name="migrate-tenant",
-    flow_run_name="migrate-{config.tenant}-{phase}",
+    flow_run_name=_run_name,
     log_prints=True,
     persist_result=True,
     task_runner=ThreadPoolTaskRunner(max_workers=MAX_POOL),  # type: ignore[arg-type]
@@ -70,6 +90,7 @@ def migrate_tenant(
     dry_run: bool = False,
 ) -> State[Any]:
     """Migrate a tenant's users; Failed (naming them) when any user failed."""
+    quiet_designed_failures()  # the Failed returned below is the outcome, not a crash
     with tags("scalix-migrate", f"tenant-{config.tenant}"):  # inherited by every task run
         return _procedure(config, users, only_failed, phase, dry_run or config.options.dry_run)
 
@@ -84,35 +105,43 @@ def _procedure(
     logger = get_run_logger()
     step = tasks.for_config(config)  # options.retries applied to every step
     discovery = step.discover_users(config)
+    rerun = steps.rerun_candidates(config) if only_failed else {}
     selected, unknown = steps.select_users(
         config, discovery.users, users=users, only_failed=only_failed
     )
     if unknown:
         return Failed(message=f"no such user(s) in the selected server names: {unknown}")
+    rerunning = ""
+    if only_failed:
+        if not selected:
+            return Completed(
+                message="only_failed: nothing to rerun, no user is failed, excluded or paused"
+            )
+        rerunning = "only_failed reran " + ", ".join(
+            f"{u.key} ({rerun.get(u.key, 'not done')})"
+            for u in sorted(selected, key=lambda u: u.key)
+        )
+        logger.info("%s", rerunning)
     logger.info("%d of %d discovered users selected", len(selected), len(discovery.users))
 
-    findings = step.preflight_validate(config, replace(discovery, users=selected))
-    blocking = [f for f in findings if f["severity"] == "blocking"]
+    findings = step.preflight_validate(config, replace(discovery, users=selected), users)
+    blocking = [f for f in findings if f["severity"] == "blocking" and not f.get("accepted")]
     if blocking:
         return Failed(
             message="preflight found blocking problems: "
             + "; ".join(f"{f['code']} {f['message']}" for f in blocking)
         )
-    excluded_names = {
-        f["user"].lower() for f in findings if f["severity"] == "exclude-user" and f["user"]
-    }
-    excluded = {u.key for u in selected if {u.key, u.name.lower()} & excluded_names}
-    runnable = [u for u in selected if u.key not in excluded]
-    if excluded:
-        logger.warning("left out by preflight: %s", sorted(excluded))
-        with steps.journal_for(config) as journal:
-            for key in excluded:
-                journal.set_user_status(
-                    config.tenant,
-                    key,
-                    "excluded",
-                    error_message="excluded by preflight (see report)",
-                )
+    excluding = _exclusions(selected, findings)
+    runnable = [u for u in selected if u.key not in excluding]
+    already_done: list[str] = []
+    if excluding:
+        logger.warning(
+            "left out by preflight: %s",
+            "; ".join(f"{k} ({f['code']}: {f['remedy']})" for k, f in sorted(excluding.items())),
+        )
+        already_done = steps.record_exclusions(
+            config, [{**f, "user": k} for k, f in excluding.items()]
+        )
 
     commands = step.restart_service(config, runnable, dry_run)
     if dry_run:
@@ -126,20 +155,50 @@ def _procedure(
         step.let_users_in(config)
 
     tasks.build_report(config)
-    return _final_state(len(runnable), failed, paused, sorted(excluded))
+    return _final_state(
+        len(runnable), failed, paused, sorted(excluding), already_done, note=rerunning
+    )
+
+
+def _exclusions(
+    selected: list[ScalixUser], findings: list[dict[str, str]]
+) -> dict[str, dict[str, str]]:
+    """User key -> the first finding that leaves the user out of this run."""
+    out: dict[str, dict[str, str]] = {}
+    for f in findings:
+        if f["severity"] != "exclude-user" or not f["user"] or f.get("accepted"):
+            continue
+        named = f["user"].lower()
+        for u in selected:
+            if named in (u.key, u.name.lower()):
+                out.setdefault(u.key, f)
+    return out
 
 
 def _final_state(
-    runnable: int, failed: list[str], paused: list[str], excluded: list[str]
+    runnable: int,
+    failed: list[str],
+    paused: list[str],
+    excluded: list[str],
+    already_done: list[str] | None = None,
+    *,
+    note: str = "",
 ) -> State[Any]:
     """Failed (naming the users) when any user failed or was left out; Completed otherwise."""
     notes = []
     if paused:
         notes.append(f"{len(paused)} paused by the daily byte budget (resume next run): {paused}")
     if excluded:
-        notes.append(f"{len(excluded)} excluded by preflight: {excluded}")
+        done_note = (
+            f" ({len(already_done)} of them migrated by an earlier run: {already_done})"
+            if already_done
+            else ""
+        )
+        notes.append(f"{len(excluded)} excluded by preflight: {excluded}{done_note}")
     done = runnable - len(failed) - len(paused)
-    message = "; ".join([f"{done} of {runnable} users migrated", *notes])
+    # Counted over every selected user: the ones preflight left out were not migrated either.
+    selected = runnable + len(excluded)
+    message = "; ".join([f"{done} of {selected} users migrated", *notes, *([note] if note else [])])
     if failed:
         return Failed(
             message=f"{len(failed)} of {runnable} users failed: {sorted(failed)}; " + message

@@ -9,6 +9,7 @@ server; otherwise Prefect starts a temporary local one).
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sys
 import threading
@@ -20,9 +21,13 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.progress import TaskID
-from rich.table import Table
 
-from scalix_migrate.config import TenantConfig, load_config
+from scalix_migrate.config import (
+    INLINE_REFUSED_BY_PREFECT,
+    TenantConfig,
+    inline_secret_problems,
+    load_config,
+)
 from scalix_migrate.errors import CATALOGUE, ConfigError, MigrationError
 from scalix_migrate.private import private_prefect_home
 
@@ -33,6 +38,9 @@ app = typer.Typer(
 )
 console = Console()
 err = Console(stderr=True)
+# On a pipe or in a file, lines stay whole (rich would break them at 80 columns).
+console.soft_wrap = not console.is_terminal
+err.soft_wrap = not err.is_terminal
 
 ConfigFile = Annotated[Path, typer.Argument(help="tenant YAML config")]
 
@@ -46,18 +54,35 @@ def _config(path: Path) -> TenantConfig:
         raise typer.Exit(2) from None
 
 
+def _prepare_prefect() -> None:
+    """What must be set before Prefect is first imported: it reads its settings then."""
+    # Without PREFECT_API_URL, Prefect starts a temporary local server; on a busy 2-core
+    # machine its default 20 s start-up allowance is too short.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    private_prefect_home()
+
+
+def require_prefect_api() -> None:
+    """Exit 2 with one line when PREFECT_API_URL names a Prefect API that does not answer."""
+    _prepare_prefect()
+    from scalix_migrate.prefect_api import prefect_api_problem
+
+    problem = prefect_api_problem()
+    if problem is not None:
+        print(problem, file=sys.stderr)
+        raise typer.Exit(2)
+
+
 def _fail(exc: MigrationError) -> typer.Exit:
     print(exc.describe(), file=sys.stderr)
     return typer.Exit(2 if isinstance(exc, ConfigError) else 1)
 
 
 def _print_rows(title: str, rows: list[dict[str, Any]], columns: list[str]) -> None:
-    table = Table(title=title)
-    for c in columns:
-        table.add_column(c)
-    for r in rows:
-        table.add_row(*[str(r.get(c, "")) for c in columns])
-    console.print(table)
+    from scalix_migrate.tables import print_table
+
+    print_table(console, title, columns, rows)
 
 
 @app.command()
@@ -77,7 +102,7 @@ def run(
         list[str] | None, typer.Option("--user", "-u", help="only these users (repeatable)")
     ] = None,
     only_failed: Annotated[
-        bool, typer.Option(help="rerun the users the journal marks failed")
+        bool, typer.Option(help="rerun the users not done: failed, excluded or paused")
     ] = False,
     phase: Annotated[str, typer.Option(help="full, or delta (only what is new)")] = "full",
     dry_run: Annotated[bool, typer.Option(help="discover and check; move nothing")] = False,
@@ -87,6 +112,11 @@ def run(
     if phase not in ("full", "delta"):
         err.print("--phase: expected full or delta")
         raise typer.Exit(2)
+    inline = inline_secret_problems(file, cfg, why=INLINE_REFUSED_BY_PREFECT)
+    if inline:
+        print("\n".join(inline), file=sys.stderr)
+        raise typer.Exit(2)
+    require_prefect_api()
     with _progress(cfg):
         state = run_flow(
             cfg, users=user or None, only_failed=only_failed, phase=phase, dry_run=dry_run
@@ -146,13 +176,24 @@ def _progress(cfg: TenantConfig) -> Iterator[None]:
             watcher.join(timeout=5)
 
 
+@functools.cache  # once per process: Prefect starts the temporary server once, then reuses it
+def _announce_temporary_server() -> None:
+    """The 5-20 s the temporary server takes are silent otherwise: say what the wait is."""
+    print(
+        "Prefect: PREFECT_API_URL is not set, starting a temporary local Prefect server "
+        "for this run (takes 5-20 s; it stops when the command ends)",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
 def run_flow(cfg: TenantConfig, **params: Any) -> Any:
     """Run the tenant flow in this process and return its final state."""
-    # Without PREFECT_API_URL, Prefect starts a temporary local server; on a busy 2-core
-    # machine its default 20 s start-up allowance is too short.
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    private_prefect_home()
+    _prepare_prefect()
+    from scalix_migrate.prefect_api import configured_api_url
+
+    if configured_api_url() is None:
+        _announce_temporary_server()
     from flows.migrate_tenant import migrate_tenant
 
     return migrate_tenant(config=cfg, return_state=True, **params)
@@ -162,30 +203,34 @@ def run_flow(cfg: TenantConfig, **params: Any) -> Any:
 def preflight(file: ConfigFile) -> None:
     """Discover users and run every preflight check; writes preflight.csv and preflight.md."""
     from scalix_migrate.discovery import discover_users
-    from scalix_migrate.preflight import run_preflight
-    from scalix_migrate.report import write_preflight_files
+    from scalix_migrate.steps import preflight_step
 
     cfg = _config(file)
     try:
-        report = run_preflight(cfg, discover_users(cfg))
+        rows = preflight_step(cfg, discover_users(cfg), run_name="preflight (command line)")
     except MigrationError as exc:
         raise _fail(exc) from None
-    rows = report.to_rows()
-    _print_rows(f"preflight: {cfg.tenant}", rows, ["severity", "code", "user", "message", "remedy"])
-    paths = write_preflight_files(rows, cfg.options.reports_dir)
-    console.print("written: " + ", ".join(str(p) for p in paths))
-    raise typer.Exit(1 if any(r["severity"] == "blocking" for r in rows) else 0)
+    _print_rows(
+        f"preflight: {cfg.tenant}",
+        rows,
+        ["severity", "code", "user", "message", "remedy", "accepted"],
+    )
+    reports = cfg.options.reports_dir
+    console.print(f"written: {reports / 'preflight.csv'}, {reports / 'preflight.md'}")
+    blocking = [r for r in rows if r["severity"] == "blocking" and not r["accepted"]]
+    raise typer.Exit(1 if blocking else 0)
 
 
 @app.command()
 def report(file: ConfigFile) -> None:
-    """Rebuild the report files from the journal."""
-    from scalix_migrate.report import write_reports
+    """Rebuild the report files (preflight history included) from the journal."""
+    from scalix_migrate.report import write_preflight_files, write_reports
     from scalix_migrate.steps import journal_for
 
     cfg = _config(file)
     with journal_for(cfg) as journal:
         files = write_reports(journal, cfg.tenant, cfg.options.reports_dir)
+        write_preflight_files(journal.preflight_history(cfg.tenant), cfg.options.reports_dir)
     console.print(f"report: {files.report_html}")
 
 
@@ -230,6 +275,10 @@ def unlock(file: ConfigFile) -> None:
 
 @app.command()
 def deploy(
+    files: Annotated[
+        list[Path] | None,
+        typer.Argument(help="tenant YAML files to deploy (default: every file in --configs)"),
+    ] = None,
     configs: Annotated[Path, typer.Option(help="directory of tenant YAML files")] = Path(
         "configs/tenants"
     ),
@@ -237,22 +286,31 @@ def deploy(
         Path | None, typer.Option(help="only write this prefect.yaml; deploy nothing")
     ] = None,
 ) -> None:
-    """Create or update one Prefect deployment per tenant config (needs PREFECT_API_URL)."""
+    """Create or update one Prefect deployment per tenant config (needs PREFECT_API_URL).
+
+    Only the files named, or those in configs/tenants/: the examples in configs/examples/
+    are never deployed.
+    """
     from scalix_migrate import deploy as deployer
 
     try:
-        found = deployer.tenant_configs(configs)
+        found = deployer.load_tenants(files) if files else deployer.tenant_configs(configs)
     except ConfigError as exc:
         for line in exc.problems:
             print(line, file=sys.stderr)
         raise typer.Exit(2) from None
     if not found:
-        print(f"{configs}: no tenant *.yaml files", file=sys.stderr)
+        print(
+            f"{configs}: no tenant *.yaml files (copy configs/examples/acme.yaml there, or "
+            "run `scalix-migrate sandbox`)",
+            file=sys.stderr,
+        )
         raise typer.Exit(2)
     if write_prefect_yaml is not None:
         write_prefect_yaml.write_text(deployer.prefect_yaml([c for _, c in found]), "utf-8")
         console.print(f"written: {write_prefect_yaml} ({len(found)} deployment(s))")
         return
+    require_prefect_api()
     for path, cfg in found:
         name = deployer.deploy(cfg)
         console.print(f"deployed {name} from {path} (work pool {cfg.deployment.work_pool})")
@@ -357,6 +415,7 @@ def demo(
     """Migrate the embedded sandbox tenant into a local Maildir and check every folder."""
     from scalix_migrate.demo import run_demo
 
+    require_prefect_api()
     sys.exit(run_demo(workdir.resolve(), console))
 
 

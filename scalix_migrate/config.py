@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -443,6 +444,28 @@ class DeploymentOptions(_Model):
     schedule_phase: Literal["full", "delta"] = "delta"
 
 
+def _known_preflight_code(entry: str) -> str:
+    # Imported here: preflight imports this module.
+    from scalix_migrate.preflight import PREFLIGHT_CODES
+
+    if entry.split(":", 1)[0].strip().upper() not in PREFLIGHT_CODES:
+        raise ValueError(
+            "a preflight code listed by `scalix-migrate codes` (CODE, or CODE:user for one "
+            "user, e.g. PF-ADM-002)"
+        )
+    return entry
+
+
+class PreflightOptions(_Model):
+    """Findings the operator has checked by hand and accepts for this tenant."""
+
+    accept: list[Annotated[str, AfterValidator(_known_preflight_code)]] = Field(
+        default_factory=list,
+        description="preflight codes to accept (CODE, or CODE:user for one user), "
+        "e.g. PF-ADM-002 after checking 'Is full administrator' in SAC",
+    )
+
+
 class TenantConfig(_Model):
     tenant: str = Field(
         pattern=r"^[a-z0-9][a-z0-9-]{0,62}$",
@@ -453,6 +476,7 @@ class TenantConfig(_Model):
     destination: DestinationConfig
     options: Options = Options()
     service: ServiceOptions = ServiceOptions()
+    preflight: PreflightOptions = PreflightOptions()
     deployment: DeploymentOptions = DeploymentOptions()
 
     @model_validator(mode="after")
@@ -479,6 +503,26 @@ def inline_secret_paths(model: BaseModel, prefix: str = "") -> list[str]:
         elif isinstance(value, BaseModel):
             found.extend(inline_secret_paths(value, f"{path}."))
     return found
+
+
+# Why an inline secret cannot go to Prefect, and the fix (deploy and run say it alike).
+INLINE_REFUSED_BY_PREFECT = (
+    "an inline secret cannot go to Prefect (deployment and flow-run parameters are stored in "
+    "its database and shown in the UI); use file:/path (mode 0600), ${ENV_VAR} or "
+    "prefect-secret:NAME"
+)
+
+
+def inline_secret_problems(path: Path, cfg: TenantConfig, *, why: str) -> list[str]:
+    """One ``file:line field: why`` line per secret that ``cfg`` (read from ``path``) inlines."""
+    dotted = inline_secret_paths(cfg)
+    if not dotted:
+        return []
+    try:
+        lines = _line_map(yaml.compose(path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader))
+    except (OSError, yaml.YAMLError):
+        lines = {}
+    return [f"{path}:{lines.get(tuple(d.split('.')), 1)} {d}: {why}" for d in dotted]
 
 
 # --- loading with file/line in every error ------------------------------------------------

@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING
 
 import yaml
 from rich.console import Console
-from rich.table import Table
 
 from scalix_migrate.config import TenantConfig, load_config
 from scalix_migrate.demo_groupware import (
@@ -86,7 +85,8 @@ def _run_demo(workdir: Path, console: Console, stack: ExitStack) -> int:
             {
                 "type": "maildir",
                 "path": str(workdir / "maildir" / "{email}"),
-                **groupware_destination(dav, dav_password),
+                # A file: reference, like the sandbox's own secrets: no password in Prefect.
+                **groupware_destination(dav, sandbox.write_secret("dav_password", dav_password)),
             },
             tenant="sandbox",
         )
@@ -145,8 +145,12 @@ def apply_remedies(cfg: TenantConfig, sandbox: Sandbox, console: Console) -> lis
     On a real system these are SAC and Outlook actions; here they change the sandbox.
     """
     path = cfg.options.reports_dir / "preflight.csv"
+    history = list(csv.DictReader(path.open(encoding="utf-8")))  # every run, newest first
+    latest = history[0]["run_id"] if history else None
     findings = [
-        r for r in csv.DictReader(path.open(encoding="utf-8")) if r["severity"] == "exclude-user"
+        r
+        for r in history
+        if r["run_id"] == latest and r["severity"] == "exclude-user" and not r["accepted"]
     ]
     users = {u.key: u for u in discover_users(cfg).users}
     fixed: list[str] = []
@@ -228,8 +232,9 @@ def _compare_user(cfg: TenantConfig, journal: Journal, user: ScalixUser) -> list
 
 
 def _print_checks(console: Console, checks: list[FolderCheck]) -> None:
-    table = Table(title="source (Scalix sandbox, IMAP) vs destination (Maildir)")
-    for col in (
+    from scalix_migrate.tables import print_table
+
+    columns = [
         "user",
         "folder",
         "destination",
@@ -239,18 +244,31 @@ def _print_checks(console: Console, checks: list[FolderCheck]) -> None:
         "dest msgs",
         "dest bytes",
         "match",
-    ):
-        table.add_column(col)
-    for c in checks:
-        table.add_row(
-            c.user,
-            c.folder,
-            c.dest_folder,
-            str(c.source_messages),
-            str(c.source_bytes),
-            str(c.skipped),
-            str(c.dest_messages),
-            str(c.dest_bytes),
-            "[green]yes[/]" if c.ok else "[red]NO[/]",
+    ]
+    rows = [
+        dict(
+            zip(
+                columns,
+                [
+                    c.user,
+                    c.folder,
+                    c.dest_folder,
+                    c.source_messages,
+                    c.source_bytes,
+                    c.skipped,
+                    c.dest_messages,
+                    c.dest_bytes,
+                    "yes" if c.ok else "NO",
+                ],
+                strict=True,
+            )
         )
-    console.print(table)
+        for c in checks
+    ]
+    print_table(
+        console,
+        "source (Scalix sandbox, IMAP) vs destination (Maildir)",
+        columns,
+        rows,
+        styles={"match": {"yes": "green", "NO": "red"}},
+    )

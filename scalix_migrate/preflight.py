@@ -20,8 +20,8 @@ from __future__ import annotations
 import logging
 import shlex
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from imapclient.exceptions import IMAPClientError
@@ -100,7 +100,20 @@ _CODES = [
         "PF-ADM-002",
         B,
         "admin is not a full administrator",
-        "SAC → the admin user → Advanced tab → tick 'Is full administrator'.",
+        "SAC → the admin user → Advanced tab → tick 'Is full administrator'; if SAC shows it "
+        "ticked, accept the finding: preflight.accept: [PF-ADM-002].",
+    ),
+    PreflightCode(
+        "PF-ADM-004",
+        W,
+        "full administrator not shown by omshowu; the rights were shown by use",
+        "Check 'Is full administrator' in SAC; then accept it with preflight.accept: [PF-ADM-004].",
+    ),
+    PreflightCode(
+        "PF-ADM-005",
+        W,
+        "mboxadmin not listed by omshowu, yet the mboxadmin login worked",
+        "Nothing to do when the test mailbox opened; check the capability list if unexpected.",
     ),
     PreflightCode(
         "PF-ADM-003",
@@ -297,6 +310,12 @@ class Finding:
     user: str | None
     message: str
     remedy: str
+    accepted: bool = False  # by preflight.accept: kept and shown, but blocks/excludes nothing
+
+    @property
+    def counts(self) -> bool:
+        """Whether the finding has its severity's effect (it is not accepted)."""
+        return not self.accepted
 
 
 def finding(
@@ -315,7 +334,7 @@ class PreflightReport:
 
     @property
     def blocking(self) -> list[Finding]:
-        return [f for f in self.findings if f.severity is Severity.blocking]
+        return [f for f in self.findings if f.severity is Severity.blocking and f.counts]
 
     @property
     def ok(self) -> bool:
@@ -326,7 +345,7 @@ class PreflightReport:
         return {
             f.user.lower()
             for f in self.findings
-            if f.severity is Severity.exclude_user and f.user is not None
+            if f.severity is Severity.exclude_user and f.user is not None and f.counts
         }
 
     @property
@@ -335,7 +354,7 @@ class PreflightReport:
         return [u for u in self.users if u.key not in out and u.name.lower() not in out]
 
     def to_rows(self) -> list[dict[str, str]]:
-        """One dict per finding, columns code, severity, user, message, remedy."""
+        """One dict per finding: code, severity, user, message, remedy, accepted ("yes"/"")."""
         return [
             {
                 "code": f.code,
@@ -343,6 +362,7 @@ class PreflightReport:
                 "user": f.user or "",
                 "message": f.message,
                 "remedy": f.remedy,
+                "accepted": "yes" if f.accepted else "",
             }
             for f in self.findings
         ]
@@ -384,8 +404,42 @@ def run_preflight(
     *,
     check_folders: bool = True,
     folder_check_limit: int | None = None,
+    named: Sequence[str] = (),
 ) -> PreflightReport:
-    """Run every check; see the module docstring. Never raises for a finding."""
+    """Run every check; see the module docstring. Never raises for a finding.
+
+    ``named`` are the identities the run names its users by (``--user`` / ``users=[…]``): a
+    user named by its primary address is exported under it, as with ``options.users.include``.
+    Findings listed in ``preflight.accept`` come back marked ``accepted``.
+    """
+    report = _run_checks(cfg, discovery, check_folders, folder_check_limit, named)
+    report.findings = accept_findings(report.findings, cfg.preflight.accept)
+    return report
+
+
+def accept_findings(findings: list[Finding], accept: Sequence[str]) -> list[Finding]:
+    """Mark the findings the operator accepted (``CODE`` or ``CODE:user``), and log each."""
+    whole = {a.strip().upper() for a in accept if ":" not in a}
+    per_user = {
+        (code.strip().upper(), user.strip().lower())
+        for code, _, user in (a.partition(":") for a in accept if ":" in a)
+    }
+    out = []
+    for f in findings:
+        if f.code in whole or (f.code, (f.user or "").lower()) in per_user:
+            log.warning("preflight %s accepted by preflight.accept: %s", f.code, f.message)
+            f = replace(f, accepted=True)
+        out.append(f)
+    return out
+
+
+def _run_checks(
+    cfg: TenantConfig,
+    discovery: Discovery | None,
+    check_folders: bool,
+    folder_check_limit: int | None,
+    named: Sequence[str],
+) -> PreflightReport:
     from scalix_migrate.preflight_destination import destination_findings, staging_findings
     from scalix_migrate.preflight_groupware import groupware_findings
 
@@ -406,11 +460,14 @@ def run_preflight(
         return report
     report.users = list(discovery.users)
     add(discovery_findings(discovery))
-    add(admin_findings(cfg, discovery))
     test_user, found = test_user_findings(cfg, discovery)
+    # The admin's rights are proven by use first: the list was read and, when the test
+    # mailbox opened without a finding, the mboxadmin login worked.
+    opened = test_user is not None and not found
+    add(admin_findings(cfg, discovery, mailbox_opened=opened))
     add(found)
     for user in discovery.users:
-        add(user_findings(cfg, user))
+        add(user_findings(cfg, user, named=named))
     if check_folders:
         add(folder_findings(cfg, discovery.users, limit=folder_check_limit))
     sample = test_user or (discovery.users[0] if discovery.users else None)
@@ -526,16 +583,44 @@ def discovery_findings(discovery: Discovery) -> list[Finding]:
     return out
 
 
-def admin_findings(cfg: TenantConfig, discovery: Discovery) -> list[Finding]:
+def admin_findings(
+    cfg: TenantConfig, discovery: Discovery, *, mailbox_opened: bool = False
+) -> list[Finding]:
+    """Full administrator and mboxadmin: as printed by ``omshowu -n ADMIN -f``, else by use.
+
+    How Scalix prints "Is full administrator" is not confirmed (scalix.md §2.1): an explicit
+    "no" blocks; a capability list naming ``admin`` counts as yes; anything else is an unknown,
+    reported as a warning with what the migration did prove (the user list was read, the test
+    mailbox opened through mboxadmin). A missing ``mboxadmin`` blocks only when the mboxadmin
+    login did not work either.
+    """
     name = cfg.source.admin_user
     admin = discovery.find(name)
     if admin is None:
         return [finding("PF-ADM-001", f"admin user {name!r} is not in omshowu's list")]
     out = []
-    if admin.full_admin is not True:
-        state = "is not" if admin.full_admin is False else "could not be shown to be"
-        out.append(finding("PF-ADM-002", f"{admin.name} {state} a full administrator"))
-    if "mboxadmin" not in admin.capabilities:
+    evidence = _rights_evidence(discovery, mailbox_opened)
+    if admin.full_admin is False:
+        out.append(finding("PF-ADM-002", f"{admin.name} is not a full administrator"))
+    elif admin.full_admin is None and "admin" not in admin.capabilities:
+        shown = ", ".join(sorted(admin.capabilities)) or "none"
+        out.append(
+            finding(
+                "PF-ADM-004",
+                f"omshowu prints no full-administrator line for {admin.name} and its "
+                f"capabilities ({shown}) do not include admin; proven by use: {evidence}",
+            )
+        )
+    if "mboxadmin" in admin.capabilities:
+        return out
+    if mailbox_opened:
+        out.append(
+            finding(
+                "PF-ADM-005",
+                f"{admin.name}'s capabilities do not list mboxadmin; proven by use: {evidence}",
+            )
+        )
+    else:
         bin_dir = cfg.source.ssh.bin_dir.rstrip("/")
         line = f"{bin_dir}/ommodu -o {shlex.quote(name)} -c +mboxadmin"
         out.append(
@@ -546,6 +631,16 @@ def admin_findings(cfg: TenantConfig, discovery: Discovery) -> list[Finding]:
             )
         )
     return out
+
+
+def _rights_evidence(discovery: Discovery, mailbox_opened: bool) -> str:
+    listed = len(discovery.all_users or discovery.users)
+    opened = (
+        "the test mailbox opened read-only through the mboxadmin login"
+        if mailbox_opened
+        else "the test mailbox did not open through the mboxadmin login"
+    )
+    return f"omshowu -m all listed {listed} user(s); {opened}"
 
 
 def test_user_findings(
@@ -608,13 +703,15 @@ def _imap_error_finding(exc: MigrationError, user: ScalixUser) -> Finding:
     return finding(code, exc.message, user=user.key, remedy=exc.remedy)
 
 
-def user_findings(cfg: TenantConfig, user: ScalixUser) -> list[Finding]:
+def user_findings(
+    cfg: TenantConfig, user: ScalixUser, *, named: Sequence[str] = ()
+) -> list[Finding]:
     """Per-user facts from discovery: address, M0022, message store, lock."""
     out = []
     if not user.addresses:
         out.append(finding("PF-USR-002", f"{user.name} has no Internet Address", user=user.key))
     else:
-        exported = _export_identity(cfg, user)
+        exported = _export_identity(cfg, user, named)
         if exported is not None and exported.lower() != user.addresses[0].lower():
             out.append(
                 finding(
@@ -622,8 +719,9 @@ def user_findings(cfg: TenantConfig, user: ScalixUser) -> list[Finding]:
                     f"{user.name} is exported as {exported!r} but its primary (first) address "
                     f"is {user.addresses[0]!r}",
                     user=user.key,
-                    remedy=f"In SAC move {exported} to the top of {user.name}'s addresses "
-                    "(or name the user by its primary address in options.users)",
+                    remedy=f"In SAC move {exported} to the top of {user.name}'s addresses, "
+                    f"or name the user by its primary address: --user {user.addresses[0]} "
+                    "(users=[…]) or options.users.include",
                 )
             )
     if user.has_message_store is False:
@@ -633,14 +731,15 @@ def user_findings(cfg: TenantConfig, user: ScalixUser) -> list[Finding]:
     return out
 
 
-def _export_identity(cfg: TenantConfig, user: ScalixUser) -> str | None:
+def _export_identity(cfg: TenantConfig, user: ScalixUser, named: Sequence[str]) -> str | None:
     """The address the user is known by for export, when it is one of its addresses.
 
     That is the address the account was created with (its authentication ID, when that is an
-    address of the user), or the address the operator named it by in ``options.users.include``.
+    address of the user), or the address the operator named it by: in the run's users
+    (``--user``, ``users=[…]``) or in ``options.users.include``.
     """
     lowered = [a.lower() for a in user.addresses]
-    for pattern in cfg.options.users.include:
+    for pattern in [*named, *cfg.options.users.include]:
         if pattern.lower() in lowered and matches(user, pattern):
             return pattern
     if user.auth_id and user.auth_id.lower() in lowered:

@@ -2,10 +2,18 @@
 
 pandas lives only here, at the edge. Everything is rebuilt from the journal, so
 ``scalix-migrate report FILE`` gives the same files as the end of a run.
+
+The users table's message columns, per user (old-UIDVALIDITY twins not counted):
+``found`` every message seen on the source; ``staged`` those whose bytes reached the staging
+store; ``loaded`` those at the destination; ``to_load`` staged and not yet at the
+destination; ``skipped`` left out on purpose (``\\Deleted``, date or size filters);
+``failed`` item errors. ``error_code`` is the user's error, or for an ``excluded`` user the
+preflight finding that left it out (the remedy is in ``error``).
 """
 
 from __future__ import annotations
 
+import html
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +35,7 @@ USER_COLUMNS = [
     "found",
     "staged",
     "loaded",
+    "to_load",
     "skipped",
     "failed",
     "bytes",
@@ -55,20 +64,23 @@ class ReportFiles:
 
 
 def users_frame(journal: Journal, tenant: str) -> pd.DataFrame:
-    """One row per user with counts, bytes, duration and throughput."""
+    """One row per user with counts, bytes, duration and throughput (see the module doc)."""
+    # Rows whose bytes never reached the stage carry extract's ``unfetched-`` placeholder.
+    stored = sa.not_(messages.c.sha256.like("unfetched-%")).label("stored")
     with journal.engine.connect() as conn:
         msg = pd.DataFrame(
             conn.execute(
                 sa.select(
                     messages.c.user_key,
                     messages.c.load_state,
+                    stored,
                     sa.func.count().label("n"),
                     sa.func.sum(messages.c.size).label("bytes"),
                 )
                 .where(messages.c.tenant == tenant)
-                .group_by(messages.c.user_key, messages.c.load_state)
+                .group_by(messages.c.user_key, messages.c.load_state, stored)
             ).all(),
-            columns=["user", "state", "n", "bytes"],
+            columns=["user", "state", "stored", "n", "bytes"],
         )
         kinds = pd.DataFrame(
             conn.execute(
@@ -92,8 +104,9 @@ def users_frame(journal: Journal, tenant: str) -> pd.DataFrame:
     rows: list[dict[str, Any]] = []
     for u in journal.user_rows(tenant):
         mine = msg[msg["user"] == u.user_key]
-        by_state = dict(zip(mine["state"], mine["n"], strict=True))
         live = mine[mine["state"] != LoadState.superseded.value]
+        by_state = live.groupby("state")["n"].sum().to_dict()
+        in_stage = int(live.loc[live["stored"].astype(bool), "n"].sum())
         loaded_bytes = int(mine.loc[mine["state"] == LoadState.loaded.value, "bytes"].sum())
         start = u.extract_started or u.load_started
         end = u.load_finished or u.extract_finished
@@ -109,8 +122,12 @@ def users_frame(journal: Journal, tenant: str) -> pd.DataFrame:
                 "status": u.status,
                 "folders": int(nf.iloc[0]) if len(nf) else 0,
                 "found": int(live["n"].sum()),
-                "staged": int(by_state.get(LoadState.staged.value, 0)),
+                "staged": in_stage,
                 "loaded": loaded,
+                "to_load": int(
+                    by_state.get(LoadState.staged.value, 0)
+                    + by_state.get(LoadState.appending.value, 0)
+                ),
                 "skipped": int(by_state.get(LoadState.skipped.value, 0)),
                 "failed": int(by_state.get(LoadState.failed.value, 0)),
                 "bytes": loaded_bytes,
@@ -234,10 +251,20 @@ def summary_markdown(tenant: str, users: pd.DataFrame, failures: pd.DataFrame) -
             "| code | count | what | fix |",
             "|---|---|---|---|",
         ]
+        from scalix_migrate.preflight import PREFLIGHT_CODES
+
         for code, n in codes.most_common(10):
-            entry = CATALOGUE.get(code)
+            entry = CATALOGUE.get(code) or PREFLIGHT_CODES.get(code)
             what, fix = (entry.title, entry.remedy) if entry else ("", "")
             lines.append(f"| {code} | {n} | {what} | {fix} |")
+    excluded = users[users["status"] == "excluded"] if total else users.iloc[0:0]
+    if len(excluded):
+        lines += ["", "## Left out by preflight", ""]
+        lines += [
+            f"- {r.user}: {r.error_code} {r.error}".rstrip()
+            for r in excluded.itertuples(index=False)
+        ]
+        lines += ["", "Rerun them with `only_failed: true` once the remedy is applied."]
     failed_users = users.loc[users["status"] == "failed", "user"].tolist() if total else []
     if failed_users:
         lines += [
@@ -251,7 +278,20 @@ def summary_markdown(tenant: str, users: pd.DataFrame, failures: pd.DataFrame) -
     return "\n".join(lines) + "\n"
 
 
-def _html(tenant: str, users: pd.DataFrame, failures: pd.DataFrame, summary: str) -> str:
+def _markdown_html(text: str) -> str:
+    """Markdown as HTML; raw HTML in it is escaped (folder names, messages come from servers)."""
+    from markdown_it import MarkdownIt
+
+    return str(MarkdownIt("commonmark", {"html": False}).enable("table").render(text))
+
+
+def _html(
+    tenant: str,
+    users: pd.DataFrame,
+    failures: pd.DataFrame,
+    summary: str,
+    preflight: list[dict[str, Any]] | None = None,
+) -> str:
     styled = users.style.format(na_rep="", precision=1).hide(axis="index")
     for column, colour in (("bytes", "#8ecae6"), ("msg_per_s", "#ffb703")):
         values = pd.to_numeric(users[column], errors="coerce").dropna()
@@ -261,14 +301,25 @@ def _html(tenant: str, users: pd.DataFrame, failures: pd.DataFrame, summary: str
     fail_html = (
         failures.to_html(index=False, border=0) if len(failures) else "<p>No item errors.</p>"
     )
-    summary_html = "".join(f"<p>{line}</p>" for line in summary.splitlines()[2:] if line)
+    # The summary without its title (the page has its own), as real lists and tables.
+    summary_html = _markdown_html(summary.split("\n", 1)[1] if "\n" in summary else "")
+    history = preflight or []
+    latest_html = _markdown_html(preflight_markdown(history).split("\n", 1)[1])
+    history_html = (
+        pd.DataFrame(history, columns=PREFLIGHT_COLUMNS).to_html(index=False, border=0)
+        if history
+        else "<p>No preflight has run yet.</p>"
+    )
+    title = html.escape(tenant)
     return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>scalix-migrate: {tenant}</title>
+<html><head><meta charset="utf-8"><title>scalix-migrate: {title}</title>
 <style>body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse}}
 td,th{{padding:4px 8px;border-bottom:1px solid #ddd;text-align:right}}</style></head>
-<body><h1>Migration report: {tenant}</h1>{summary_html}
+<body><h1>Migration report: {title}</h1>{summary_html}
 <h2>Users (bars: volume loaded and throughput)</h2>{styled.to_html()}
-<h2>Item errors</h2>{fail_html}</body></html>
+<h2>Item errors</h2>{fail_html}
+<h2>Preflight: the latest run</h2>{latest_html}
+<h2>Preflight: every run's findings</h2>{history_html}</body></html>
 """
 
 
@@ -296,7 +347,8 @@ def write_reports(journal: Journal, tenant: str, directory: Path) -> ReportFiles
     )
     write_private(files.commands_csv, commands.to_csv(index=False))
     write_private(files.summary_md, summary)
-    write_private(files.report_html, _html(tenant, users, failures, summary))
+    history = journal.preflight_history(tenant)
+    write_private(files.report_html, _html(tenant, users, failures, summary, history))
     return files
 
 
@@ -316,22 +368,77 @@ def records_of(frame: pd.DataFrame) -> list[dict[str, Any]]:
     ]
 
 
-def write_preflight_files(rows: list[dict[str, str]], directory: Path) -> list[Path]:
-    """preflight.csv and preflight.md from the findings' rows."""
-    private_dir(directory)
-    columns = ["severity", "code", "user", "message", "remedy"]
-    frame = pd.DataFrame(rows, columns=columns)
-    csv_path, md_path = directory / "preflight.csv", directory / "preflight.md"
-    write_private(csv_path, frame.to_csv(index=False))
+PREFLIGHT_COLUMNS = [
+    "run_id",
+    "run_name",
+    "at",
+    "severity",
+    "code",
+    "user",
+    "message",
+    "remedy",
+    "accepted",
+]
+
+
+def latest_run(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The newest run's findings out of :meth:`Journal.preflight_history` (newest first)."""
+    if not history:
+        return []
+    run = history[0]["run_id"]
+    return [r for r in history if r["run_id"] == run]
+
+
+def preflight_markdown(history: list[dict[str, Any]]) -> str:
+    """The latest run's findings as a table, then one line per earlier run."""
+    latest = latest_run(history)
     lines = ["# Preflight findings", ""]
-    if frame.empty:
+    findings = [r for r in latest if r["code"]]
+    if not latest:
+        return "\n".join([*lines, "No preflight has run yet."]) + "\n"
+    head = latest[0]
+    lines.append(f"Run {head['run_name'] or head['run_id']} at {_when(head['at'])}.")
+    lines.append("")
+    if not findings:
         lines.append("No findings: every check passed.")
     else:
-        counts = Counter(frame["severity"])
-        lines.append(", ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
-        lines += ["", "| severity | code | user | message | remedy |", "|---|---|---|---|---|"]
-        for r in frame.itertuples(index=False):
-            cells = [str(getattr(r, c)).replace("|", "\\|") for c in columns]
+        counts = Counter(r["severity"] for r in findings)
+        accepted = sum(1 for r in findings if r["accepted"])
+        summary = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
+        lines.append(summary + (f" ({accepted} accepted by preflight.accept)" if accepted else ""))
+        cols = ["severity", "code", "user", "message", "remedy", "accepted"]
+        lines += ["", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        for r in findings:
+            cells = [str(r[c]).replace("|", "\\|") for c in cols]
             lines.append("| " + " | ".join(cells) + " |")
-    write_private(md_path, "\n".join(lines) + "\n")
+    earlier = _runs(history)[1:]
+    if earlier:
+        lines += ["", "## Earlier runs", ""]
+        lines += [f"- {line}" for line in earlier]
+    return "\n".join(lines) + "\n"
+
+
+def _when(at: Any) -> str:
+    return at.strftime("%Y-%m-%d %H:%M:%S UTC") if hasattr(at, "strftime") else str(at)
+
+
+def _runs(history: list[dict[str, Any]]) -> list[str]:
+    """One line per run: when, which run, and its findings by severity."""
+    out: list[str] = []
+    seen: dict[str, list[dict[str, Any]]] = {}
+    for r in history:
+        seen.setdefault(r["run_id"], []).append(r)
+    for run, rows in seen.items():
+        counts = Counter(r["severity"] for r in rows if r["code"])
+        shown = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "no findings"
+        out.append(f"{_when(rows[0]['at'])} {rows[0]['run_name'] or run}: {shown}")
+    return out
+
+
+def write_preflight_files(history: list[dict[str, Any]], directory: Path) -> list[Path]:
+    """preflight.csv (every run's findings, newest first) and preflight.md (the latest run)."""
+    private_dir(directory)
+    csv_path, md_path = directory / "preflight.csv", directory / "preflight.md"
+    write_private(csv_path, pd.DataFrame(history, columns=PREFLIGHT_COLUMNS).to_csv(index=False))
+    write_private(md_path, preflight_markdown(history))
     return [csv_path, md_path]

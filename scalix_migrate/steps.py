@@ -44,6 +44,11 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+# The statuses an ``only_failed`` rerun picks up: every user a run left unfinished. Users in
+# a running state belong to the run migrating them (waves); ``pending`` ones were never tried.
+RERUN_STATUSES = ("failed", "excluded", "paused")
+
+
 def select_users(
     cfg: TenantConfig,
     discovered: Sequence[ScalixUser],
@@ -52,7 +57,8 @@ def select_users(
     only_failed: bool = False,
 ) -> tuple[list[ScalixUser], list[str]]:
     """Narrow the discovered users (the config's include/exclude already applied) to the
-    run's ``users`` and/or the users the journal marks failed.
+    run's ``users`` and/or the users the journal shows unfinished (failed, excluded by
+    preflight, paused by the byte budget).
 
     Returns the selected users and the requested names that matched nobody (an operator's
     typo must not pass silently).
@@ -63,10 +69,45 @@ def select_users(
         unknown = [name for name in users if not any(matches(u, name) for u in selected)]
         selected = [u for u in selected if any(matches(u, name) for name in users)]
     if only_failed:
-        with journal_for(cfg) as journal:
-            failed = set(journal.users_with_status(cfg.tenant, "failed"))
-        selected = [u for u in selected if u.key in failed]
+        unfinished = rerun_candidates(cfg)
+        selected = [u for u in selected if u.key in unfinished]
     return selected, unknown
+
+
+def rerun_candidates(cfg: TenantConfig) -> dict[str, str]:
+    """User key -> status, for every user an ``only_failed`` rerun picks up."""
+    with journal_for(cfg) as journal:
+        return {
+            r.user_key: r.status
+            for r in journal.user_rows(cfg.tenant)
+            if r.status in RERUN_STATUSES
+        }
+
+
+def record_exclusions(cfg: TenantConfig, findings: Sequence[dict[str, str]]) -> list[str]:
+    """Mark the users preflight leaves out ``excluded``, with the finding's code and remedy.
+
+    A user already ``done`` keeps its status: its mail is at the destination, and the
+    finding stays in the preflight history. Returns the keys of those already done.
+    """
+    first: dict[str, dict[str, str]] = {}
+    for f in findings:
+        first.setdefault(f["user"].lower(), f)
+    already_done: list[str] = []
+    with journal_for(cfg) as journal:
+        status = {r.user_key: r.status for r in journal.user_rows(cfg.tenant)}
+        for key, f in first.items():
+            if status.get(key) == "done":
+                already_done.append(key)
+                continue
+            journal.set_user_status(
+                cfg.tenant,
+                key,
+                "excluded",
+                error_code=f["code"],
+                error_message=f"excluded by preflight: {f['message']}; remedy: {f['remedy']}",
+            )
+    return sorted(already_done)
 
 
 def discover_step(cfg: TenantConfig) -> Discovery:
@@ -79,13 +120,31 @@ def discover_step(cfg: TenantConfig) -> Discovery:
     return discovery
 
 
-def preflight_step(cfg: TenantConfig, discovery: Discovery) -> list[dict[str, str]]:
-    """Every preflight check for ``discovery.users``; findings as rows; report files written."""
+def preflight_step(
+    cfg: TenantConfig,
+    discovery: Discovery,
+    *,
+    named: Sequence[str] = (),
+    run_id: str | None = None,
+    run_name: str | None = None,
+) -> list[dict[str, str]]:
+    """Every preflight check for ``discovery.users``; findings as rows.
+
+    The findings are kept in the journal under ``run_id`` (the flow run, or ``cli-<time>``)
+    and the report files (``preflight.csv``: every run's findings; ``preflight.md``) are
+    rewritten from that history. ``named``: the run's ``users`` (a user named by its
+    primary address is exported under it).
+    """
     from scalix_migrate.preflight import run_preflight
     from scalix_migrate.report import write_preflight_files
 
-    rows = run_preflight(cfg, discovery).to_rows()
-    write_preflight_files(rows, cfg.options.reports_dir)
+    rows = run_preflight(cfg, discovery, named=named).to_rows()
+    at = _now()
+    with journal_for(cfg) as journal:
+        journal.record_preflight(
+            cfg.tenant, run_id or f"cli-{at:%Y%m%dT%H%M%SZ}", rows, run_name=run_name, at=at
+        )
+        write_preflight_files(journal.preflight_history(cfg.tenant), cfg.options.reports_dir)
     return rows
 
 

@@ -92,7 +92,7 @@ class Steps:
     """The flow's tasks with the tenant's retry policy applied (see :func:`for_config`)."""
 
     discover_users: Task[[TenantConfig], Discovery]
-    preflight_validate: Task[[TenantConfig, Discovery], list[dict[str, str]]]
+    preflight_validate: Task[[TenantConfig, Discovery, list[str] | None], list[dict[str, str]]]
     restart_service: Task[[TenantConfig, list[ScalixUser], bool], list[str]]
     let_users_in: Task[[TenantConfig], list[str]]
     transfer_user: Task[[TenantConfig, ScalixUser, steps.Phase], dict[str, Any]]
@@ -173,9 +173,22 @@ def discover_users(config: TenantConfig) -> Discovery:
     retry_condition_fn=retry_transient,
     task_run_name="preflight-{config.tenant}",
 )
-def preflight_validate(config: TenantConfig, discovery: Discovery) -> list[dict[str, str]]:
-    """Run every check on the selected users; returns the findings as rows."""
-    rows = steps.preflight_step(config, discovery)
+def preflight_validate(
+    config: TenantConfig, discovery: Discovery, named: list[str] | None = None
+) -> list[dict[str, str]]:
+    """Run every check on the selected users; returns the findings as rows.
+
+    The findings are kept in the journal under this flow run (id and name).
+    """
+    from prefect.runtime import flow_run
+
+    rows = steps.preflight_step(
+        config,
+        discovery,
+        named=named or [],
+        run_id=str(flow_run.id) if flow_run.id else None,
+        run_name=flow_run.name or None,
+    )
     create_table_artifact(
         key=artifact_key(config.tenant, "preflight"),
         table=rows or [{"severity": "", "code": "", "user": "", "message": "no findings"}],

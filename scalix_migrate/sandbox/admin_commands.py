@@ -23,7 +23,7 @@ Scalix's own, the rest is this stand-in's choice and is kept stable for the pars
         Internet Address: kim@example.test (one line per address, Scalix's order: primary first)
         Class: Full                       (or Limited)
         Admin Capabilities: mboxadmin     (comma-separated; "None" when there are none)
-        Full Administrator: Yes           (or No)
+        Full Administrator: Yes           (or No; left out when the directory says None)
         Message Store: Yes                (or No)
 
     NAME may be the display name, ``Display/mailnode``, ``Display/mailnode/CN=Display``, the
@@ -349,9 +349,10 @@ def _omshowu(args: list[str], path: Path) -> list[str]:
         lines += [
             f"Class: {u.user_class}",
             f"Admin Capabilities: {', '.join(u.capabilities) or 'None'}",
-            f"Full Administrator: {'Yes' if u.full_admin else 'No'}",
-            f"Message Store: {'Yes' if u.has_message_store else 'No'}",
         ]
+        if u.full_admin is not None:  # None: a server that prints no such line
+            lines.append(f"Full Administrator: {'Yes' if u.full_admin else 'No'}")
+        lines.append(f"Message Store: {'Yes' if u.has_message_store else 'No'}")
     return lines
 
 

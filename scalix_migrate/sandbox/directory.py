@@ -64,7 +64,7 @@ class DirectoryUser:
     addresses: list[str]  # ordered: the first is the primary address
     password: str
     user_class: str = "Full"  # "Full" | "Limited"
-    full_admin: bool = False
+    full_admin: bool | None = False  # None: omshowu prints no full-administrator line
     capabilities: list[str] = field(default_factory=list)  # e.g. ["mboxadmin"]
     locked: bool = False
     has_message_store: bool = True

@@ -10,11 +10,14 @@ Both servers listen on free ``127.0.0.1`` ports and read one directory file
 the real-server test bed's (``directory_path``, ``imap_port``, ``ssh_port``, ``ssh_user``,
 ``ssh_password``, ``host_key_fingerprint``, ``admin_user``, ``admin_password``, ``bin_dir``),
 plus ``start_seconds`` (measured start-up time). Passwords are random per sandbox; they are
-written only to the config file (``allow_inline_secrets: true``) and never logged or repr'd.
+written only to secret files (``<workdir>/secrets/``, mode 0600 in a 0700 directory) that the
+tenant config names as ``file:`` references, so no password reaches a Prefect deployment, a
+flow run's parameters or a log; they are never logged or repr'd.
 """
 
 from __future__ import annotations
 
+import os
 import secrets
 import time
 from collections.abc import Callable
@@ -51,6 +54,7 @@ class Sandbox:
     def __init__(self, workdir: Path, *, seed: bool = True) -> None:
         self.workdir = Path(workdir)
         self.directory_path = self.workdir / "directory.json"
+        self.secrets_dir = self.workdir / "secrets"
         self.ssh_password = secrets.token_urlsafe(18)
         self.admin_password = secrets.token_urlsafe(18)
         self._seed = seed
@@ -80,6 +84,8 @@ class Sandbox:
     def start(self) -> None:
         began = time.monotonic()
         self.workdir.mkdir(parents=True, exist_ok=True)
+        self._write_secret("admin_password", self.admin_password)
+        self._write_secret("ssh_password", self.ssh_password)
         tenant = demo_tenant()
         directory = tenant.directory
         admin = directory.find(ADMIN_AUTH_ID)
@@ -104,6 +110,25 @@ class Sandbox:
             self.stop()
             raise
         self.start_seconds = time.monotonic() - began
+
+    def write_secret(self, name: str, value: str) -> str:
+        """Keep ``value`` as one of this sandbox's secret files; returns its ``file:`` reference."""
+        self._write_secret(name, value)
+        return self.secret_ref(name)
+
+    def _write_secret(self, name: str, value: str) -> None:
+        """One secret per file, created 0600 (never world-readable, not even for a moment)."""
+        self.secrets_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.secrets_dir.chmod(0o700)
+        path = self.secrets_dir / name
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(value + "\n")
+        path.chmod(0o600)
+
+    def secret_ref(self, name: str) -> str:
+        """The ``file:`` reference to one of this sandbox's secrets."""
+        return f"file:{self.secrets_dir / name}"
 
     def stop(self) -> None:
         if self._ssh is not None:
@@ -149,17 +174,16 @@ class Sandbox:
         state = self.workdir / "state"
         return {
             "tenant": tenant,
-            "allow_inline_secrets": True,
             "source": {
                 "server": self.host,
                 "server_names": list(self.server_names),
                 "admin_user": self.admin_user,
-                "admin_password": self.admin_password,
+                "admin_password": self.secret_ref("admin_password"),
                 "test_user": self.test_user,
                 "ssh": {
                     "port": self.ssh_port,
                     "user": self.ssh_user,
-                    "password": self.ssh_password,
+                    "password": self.secret_ref("ssh_password"),
                     "host_key_fingerprint": self.host_key_fingerprint,
                     "bin_dir": self.bin_dir,
                     "connect_timeout_s": 10,
@@ -178,7 +202,7 @@ class Sandbox:
     def write_config(
         self, path: Path, destination: dict[str, Any], *, tenant: str = "sandbox"
     ) -> Path:
-        """Write a tenant YAML for this sandbox (inline secrets, file mode 0600)."""
+        """Write a tenant YAML for this sandbox (secrets as ``file:`` references; mode 0600)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         text = yaml.safe_dump(

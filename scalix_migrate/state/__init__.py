@@ -32,6 +32,7 @@ from scalix_migrate.private import private_file
 from scalix_migrate.state.groupware import GroupwareJournal, groupware_resources
 from scalix_migrate.state.ledger import LedgerJournal
 from scalix_migrate.state.ops import OpsJournal
+from scalix_migrate.state.preflight_log import PreflightJournal, preflight_findings
 from scalix_migrate.state.repairs import RepairsJournal
 from scalix_migrate.state.schema import (
     UserRow,
@@ -58,6 +59,7 @@ __all__ = [
     "groupware_resources",
     "messages",
     "metadata",
+    "preflight_findings",
     "service_changes",
     "this_worker",
     "users",
@@ -96,7 +98,9 @@ _NEWER_COLUMNS = [
 ]
 
 
-class Journal(UsersJournal, LedgerJournal, RepairsJournal, OpsJournal, GroupwareJournal):
+class Journal(
+    UsersJournal, LedgerJournal, RepairsJournal, OpsJournal, GroupwareJournal, PreflightJournal
+):
     """The migration state of one or more tenants."""
 
     def __init__(self, engine: Engine) -> None:

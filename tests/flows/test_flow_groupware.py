@@ -39,7 +39,13 @@ def _config(sandbox: Sandbox, radicale: RadicaleServer, tmp_path: Path) -> Tenan
         for address in user.addresses:
             radicale.add_user(address.lower(), password)
     dest: dict[str, Any] = {"type": "maildir", "path": str(tmp_path / "maildir" / "{email}")}
-    dest.update(groupware_destination(radicale, password))
+    # The DAV password as a file: reference, like the sandbox's own (no inline secret in
+    # the flow run's parameters).
+    dest.update(
+        groupware_destination(
+            radicale, sandbox.write_secret(f"dav_password_{uuid.uuid4().hex[:8]}", password)
+        )
+    )
     # One tenant name per test: the DAV server is shared, each test starts from empty homes.
     data = sandbox.config_data(dest, tenant="gw" + uuid.uuid4().hex[:8])
     data["options"].update(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -145,3 +147,64 @@ def test_unknown_user_name_fails_before_anything_moves(sandbox: Sandbox, tmp_pat
     assert state.is_failed()
     assert "nobody@acme.test" in (state.message or "")
     assert not (tmp_path / "maildir").exists()
+
+
+def test_only_failed_reruns_the_users_preflight_left_out_and_names_them(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    cfg = _config(sandbox, tmp_path, users={"include": ["sxadmin*", "priya*", "lars*"]})
+    first = migrate_tenant(config=cfg, return_state=True)
+    assert first.is_failed()
+
+    rerun = migrate_tenant(config=cfg, only_failed=True, return_state=True)
+
+    message = rerun.message or ""
+    assert "0 of 2 users migrated" in message
+    assert (
+        "only_failed reran lars.berg@branch.acme.test (excluded), "
+        "priya.shah@acme.test (excluded)" in message
+    )
+    assert rerun.is_failed()  # nothing was fixed: preflight leaves them out again
+    users = {r["user"]: r for r in csv.DictReader((tmp_path / "reports" / "users.csv").open())}
+    assert users["lars.berg@branch.acme.test"]["error_code"] == "PF-USR-005"
+    assert users["priya.shah@acme.test"]["error_code"] == "PF-USR-001"
+    assert "remedy: " in users["priya.shah@acme.test"]["error"]
+    history = list(csv.DictReader((tmp_path / "reports" / "preflight.csv").open()))
+    assert len({r["run_id"] for r in history}) == 2  # both runs' findings are kept
+    names = [_run_name(first), _run_name(rerun)]
+    assert {r["run_name"] for r in history} == set(names)
+    # Runs are told apart by name: tenant, phase, kind of rerun and start time.
+    stamp = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ"
+    assert re.fullmatch(rf"migrate-flowtest-full-{stamp}", names[0]), names
+    assert re.fullmatch(rf"migrate-flowtest-full-only-failed-{stamp}", names[1]), names
+
+
+def _run_name(state: Any) -> str:
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return client.read_flow_run(state.state_details.flow_run_id).name
+
+
+def test_naming_a_user_by_its_primary_address_is_the_m0022_remedy(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    cfg = _config(sandbox, tmp_path, users={"include": ["sxadmin*", "priya*"]})
+
+    named = migrate_tenant(config=cfg, users=["priya.shah@acme.test"], return_state=True)
+
+    assert named.is_completed(), named.message
+    with journal_for(cfg) as journal:
+        status = {r.user_key: r.status for r in journal.user_rows(cfg.tenant)}
+    assert status["priya.shah@acme.test"] == "done"
+
+    # The next full run (not naming her) leaves her out again, but her mail is at the
+    # destination: she stays done, and the report says so.
+    full = migrate_tenant(config=cfg, return_state=True)
+
+    assert "migrated by an earlier run: ['priya.shah@acme.test']" in (full.message or "")
+    with journal_for(cfg) as journal:
+        status = {r.user_key: r.status for r in journal.user_rows(cfg.tenant)}
+    assert status["priya.shah@acme.test"] == "done"
+    summary = (tmp_path / "reports" / "summary.md").read_text(encoding="utf-8")
+    assert "excluded" not in summary.split("\n")[2]

@@ -52,7 +52,7 @@ def _config(sandbox: Sandbox, tmp_path: Path, tenant: str, include: list[str]) -
 def test_deploy_renders_each_tenant_config_into_a_deployment(tmp_path: Path) -> None:
     tenants = tmp_path / "tenants"
     tenants.mkdir()
-    shutil.copy(REPO / "configs" / "tenants" / "acme.yaml", tenants / "acme.yaml")
+    shutil.copy(REPO / "configs" / "examples" / "acme.yaml", tenants / "acme.yaml")
     with get_client(sync_client=True) as client:
         client.create_work_pool(
             WorkPoolCreate(name="scalix-migrate", type="process"), overwrite=True
@@ -89,9 +89,9 @@ def test_deploy_command_refuses_a_broken_tenant_file(tmp_path: Path) -> None:
 
 
 def test_written_prefect_yaml_matches_the_tenant_files(tmp_path: Path) -> None:
-    # Only the tenant files in git: a local sandbox.yaml (scalix-migrate sandbox) is not.
+    # The example tenant files in git, rendered as the example prefect.yaml.
     tracked = subprocess.run(
-        ["git", "ls-files", "configs/tenants"],
+        ["git", "ls-files", "configs/examples"],
         cwd=REPO,
         check=True,
         capture_output=True,
@@ -121,11 +121,10 @@ def test_written_prefect_yaml_matches_the_tenant_files(tmp_path: Path) -> None:
         cwd=REPO,
     )
     assert proc.returncode == 0, proc.stderr
-    assert out.read_text(encoding="utf-8") == (REPO / "deployments" / "prefect.yaml").read_text(
-        encoding="utf-8"
-    ), (
-        "deployments/prefect.yaml is stale: run scalix-migrate deploy "
-        "--write-prefect-yaml deployments/prefect.yaml"
+    example = REPO / "deployments" / "prefect.example.yaml"
+    assert out.read_text(encoding="utf-8") == example.read_text(encoding="utf-8"), (
+        "deployments/prefect.example.yaml is stale: run scalix-migrate deploy "
+        "configs/examples/*.yaml --write-prefect-yaml deployments/prefect.example.yaml"
     )
 
 
@@ -186,3 +185,90 @@ def test_artifacts_show_progress_users_and_summary(sandbox: Sandbox, tmp_path: P
     with get_client(sync_client=True) as client:
         limit = client.read_global_concurrency_limit_by_name("scalix-source-127-0-0-1")
     assert limit.limit == cfg.options.concurrency.connections_per_server
+
+
+def test_deploy_never_picks_up_the_example_tenant() -> None:
+    """configs/tenants/ holds real tenants only; the fictional acme lives in configs/examples/."""
+    deployed = [cfg.tenant for _, cfg in deployer.tenant_configs(REPO / "configs" / "tenants")]
+    assert "acme" not in deployed
+    assert (REPO / "configs" / "examples" / "acme.yaml").exists()
+
+
+def test_sandbox_deployment_and_its_runs_keep_every_secret_out_of_prefect(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """What the README's walk-through does: sandbox config -> deploy -> runs (issue 11)."""
+    tenants = tmp_path / "tenants"
+    path = sandbox.write_config(
+        tenants / "sandbox.yaml",
+        {"type": "maildir", "path": str(tmp_path / "maildir" / "{email}")},
+        tenant="secretcheck",
+    )
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    data["options"].update(
+        staging_dir=str(tmp_path / "staging"),
+        reports_dir=str(tmp_path / "reports"),
+        state={"dir": str(tmp_path / "state")},
+        users={"include": ["kim.lee@acme.test"]},
+    )
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    secrets = [sandbox.admin_password, sandbox.ssh_password]
+    for ref in (data["source"]["admin_password"], data["source"]["ssh"]["password"]):
+        assert ref.startswith("file:")
+        assert Path(ref.removeprefix("file:")).stat().st_mode & 0o077 == 0
+    with get_client(sync_client=True) as client:
+        client.create_work_pool(
+            WorkPoolCreate(name="scalix-migrate", type="process"), overwrite=True
+        )
+
+    ((_, cfg),) = deployer.load_tenants([path])
+    name = deployer.deploy(cfg)
+    with get_client(sync_client=True) as client:
+        dep = client.read_deployment_by_name(name)
+        client.create_flow_run_from_deployment(dep.id)
+    state = migrate_tenant(config=cfg, return_state=True)  # as `scalix-migrate run` does
+    assert state.is_completed(), state.message
+
+    with get_client(sync_client=True) as client:
+        records = [
+            *(d.model_dump_json() for d in client.read_deployments()),
+            *(r.model_dump_json() for r in client.read_flow_runs()),
+            *(log.model_dump_json() for log in client.read_logs()),
+            *(a.model_dump_json() for a in client.read_artifacts()),
+        ]
+    assert any("secretcheck" in r for r in records)
+    for secret in secrets:
+        assert not [r[:200] for r in records if secret in r]
+
+
+def test_deploy_and_run_refuse_inline_secrets_naming_file_line_and_fix(tmp_path: Path) -> None:
+    literal = "inline-Pa55-word-xyz"
+    path = tmp_path / "inline.yaml"
+    path.write_text(
+        "tenant: inline\n"
+        "allow_inline_secrets: true\n"
+        "source:\n"
+        "  server: scalix.example.test\n"
+        "  server_names: [mail1]\n"
+        "  admin_user: sxadmin\n"
+        f"  admin_password: {literal}\n"
+        "  test_user: kim@example.test\n"
+        "destination:\n"
+        "  type: maildir\n"
+        f"  path: '{tmp_path}/out/{{email}}'\n",
+        encoding="utf-8",
+    )
+    for command in (["deploy", str(path)], ["run", str(path)]):
+        proc = subprocess.run(
+            [sys.executable, "-m", "scalix_migrate.cli", *command],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.startswith(
+            f"{path}:7 source.admin_password: an inline secret cannot go to Prefect"
+        )
+        assert "file:/path" in proc.stderr
+        assert literal not in proc.stdout + proc.stderr

@@ -320,3 +320,47 @@ def test_two_workers_take_overlapping_waves_and_no_user_is_migrated_twice(
         f"{[(labels[r.id], r.state_name, r.state.message if r.state else None) for r in runs]}; "
         f"messages: {moved}; wall {elapsed:.1f}s"
     )
+
+
+def test_a_designed_failed_run_on_a_worker_logs_no_engine_traceback(
+    sandbox: Sandbox, workers: Workers, tmp_path: Path
+) -> None:
+    """Users left out by preflight end the run Failed by design, not as a crash (issue 11)."""
+    data = sandbox.config_data(
+        {"type": "maildir", "path": str(tmp_path / "maildir" / "{email}")}, tenant="quietfail"
+    )
+    data["options"].update(
+        staging_dir=str(tmp_path / "staging"),
+        reports_dir=str(tmp_path / "reports"),
+        state={"dir": str(tmp_path / "state")},
+        users={"include": ["sxadmin*", "priya*"]},  # Priya: PF-USR-001, left out
+    )
+    path = tmp_path / "tenant.yaml"
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    cfg = load_config(path)
+    plan = deployer.plan(cfg)
+    loaded = prefect_flow.from_source(source=str(REPO), entrypoint=deployer.ENTRYPOINT)
+    assert not inspect.isawaitable(loaded)
+    deployment_id = loaded.deploy(
+        name=plan.name,
+        work_pool_name=workers.pool,
+        parameters=plan.parameters,
+        build=False,
+        push=False,
+        print_next_steps=False,
+    )
+    assert isinstance(deployment_id, UUID)
+    workers.start("worker-q")
+    with get_client(sync_client=True) as client:
+        _wait_for_workers(client, workers, {"worker-q"})
+        created = client.create_flow_run_from_deployment(deployment_id)
+        (run,) = _wait_final(client, [created.id], workers)
+    time.sleep(2)  # the flow-run process's last lines reach the worker's log
+
+    assert run.state is not None
+    assert run.state.is_failed()
+    assert "1 excluded by preflight: ['priya.shah@acme.test']" in (run.state.message or "")
+    log = workers.log("worker-q")
+    assert "Finished in state Failed(" in log  # the outcome is still logged, once
+    assert "Engine execution exited with unexpected exception" not in log, log[-4000:]
+    assert "Traceback" not in log, log[-4000:]

@@ -12,8 +12,7 @@ from scalix_migrate import steps
 from scalix_migrate.config import load_config
 from scalix_migrate.discovery import discover_users
 from scalix_migrate.errors import MigrationError
-from scalix_migrate.preflight import run_preflight
-from scalix_migrate.report import write_preflight_files, write_reports
+from scalix_migrate.report import write_reports
 from scalix_migrate.sandbox import Sandbox
 
 
@@ -37,7 +36,7 @@ def test_a_whole_user_migration_logs_no_password(
         secrets = [sandbox.admin_password, sandbox.ssh_password]
 
         discovery = discover_users(cfg)
-        write_preflight_files(run_preflight(cfg, discovery).to_rows(), cfg.options.reports_dir)
+        steps.preflight_step(cfg, discovery)
         (kim,) = discovery.users
         steps.extract_step(cfg, kim)
         steps.load_step(cfg, kim)

@@ -49,7 +49,7 @@ def test_good_tenant_has_no_blocking_finding(bed: TenantSlice, tmp_path: Path) -
     assert not codes(report.findings, t.addresses[0]) - {"PF-SES-001"}
     rows = report.to_rows()
     assert rows
-    assert set(rows[0]) == {"code", "severity", "user", "message", "remedy"}
+    assert set(rows[0]) == {"code", "severity", "user", "message", "remedy", "accepted"}
     assert all(r["code"] in PREFLIGHT_CODES for r in rows)
 
 
@@ -174,3 +174,45 @@ def test_split_level_is_reported_as_a_name_with_slash() -> None:
     assert f.code == "PF-USR-005"
     assert "'Q1/Q2 report'" in f.message
     assert f.user == "a@x.test"
+
+
+def test_admin_whose_full_admin_line_is_not_printed_does_not_block(
+    bed: TenantSlice, tmp_path: Path
+) -> None:
+    """A Scalix that prints the capability list but no "full administrator" line (issue 11)."""
+    t = new_user(bed, "tester")
+    listed = new_user(bed, "capadmin", capabilities=["admin", "mboxadmin"], full_admin=None)
+    silent = new_user(bed, "silentadmin", capabilities=["mboxadmin"], full_admin=None)
+    for admin, expect in ((listed, set()), (silent, {"PF-ADM-004"})):
+        cfg = config(
+            bed,
+            tmp_path,
+            source={
+                "test_user": t.addresses[0],
+                "admin_user": admin.auth_id,
+                "admin_password": admin.password,
+            },
+        )
+        report = preflight(cfg, check_folders=False)
+        assert report.ok, report.to_rows()
+        adm = [f for f in report.findings if f.code.startswith("PF-ADM")]
+        assert {f.code for f in adm} == expect
+        assert all(f.severity is Severity.warning for f in adm)
+        if adm:
+            assert "opened read-only through the mboxadmin login" in adm[0].message
+
+
+def test_accepted_finding_is_kept_marked_and_blocks_nothing(
+    bed: TenantSlice, tmp_path: Path
+) -> None:
+    t = new_user(bed, "tester")
+    no = new_user(bed, "notfull", capabilities=["mboxadmin"], full_admin=False)
+    source = {"test_user": t.addresses[0], "admin_user": no.auth_id, "admin_password": no.password}
+    blocked = preflight(config(bed, tmp_path, source=source), check_folders=False)
+    assert [f.code for f in blocked.blocking] == ["PF-ADM-002"]
+
+    cfg = config(bed, tmp_path, source=source, preflight={"accept": ["PF-ADM-002"]})
+    report = preflight(cfg, check_folders=False)
+    assert report.ok
+    [row] = [r for r in report.to_rows() if r["code"] == "PF-ADM-002"]
+    assert row["accepted"] == "yes"

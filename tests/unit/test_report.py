@@ -136,3 +136,77 @@ def test_html_report_with_equal_volumes_does_not_divide_by_zero(tmp_path: Path) 
         html = _html("t", same, pd.DataFrame(), "# t\n\nsummary")
     assert "<table" in html
     assert "linear-gradient" not in html  # no bars where there is nothing to compare
+
+
+def test_each_message_column_means_what_its_name_says(journal: Journal, tmp_path: Path) -> None:
+    files = write_reports(journal, "acme", tmp_path / "reports")
+    by_user = {r["user"]: r for r in files.users}
+    ali, kim = by_user["ali@example.test"], by_user["kim@example.test"]
+    # Ali: two messages staged, one of them already at the destination.
+    assert (ali["found"], ali["staged"], ali["loaded"], ali["to_load"]) == (2, 2, 1, 1)
+    # Kim: 1 staged and the \Deleted one had their bytes staged; the others never did.
+    assert (kim["found"], kim["staged"], kim["to_load"], kim["skipped"]) == (5, 2, 1, 3)
+
+
+def test_excluded_user_is_listed_with_its_code_and_remedy(journal: Journal, tmp_path: Path) -> None:
+    journal.set_user_status(
+        "acme",
+        KIM.key,
+        "excluded",
+        error_code="PF-USR-005",
+        error_message="excluded by preflight: folder 'a\\b' contains '\\'; remedy: Rename it",
+    )
+    files = write_reports(journal, "acme", tmp_path / "reports")
+    kim = next(r for r in files.users if r["user"] == KIM.key)
+    assert kim["error_code"] == "PF-USR-005"
+    assert "## Left out by preflight" in files.summary
+    assert "- kim@example.test: PF-USR-005 excluded by preflight" in files.summary
+    assert "| PF-USR-005 | 1 | folder name contains / or \\ |" in files.summary
+
+
+def test_html_report_renders_markdown_and_shows_every_preflight_run(
+    journal: Journal, tmp_path: Path
+) -> None:
+    finding = {
+        "severity": "exclude-user",
+        "code": "PF-USR-001",
+        "user": KIM.key,
+        "message": "Kim <b>is</b> exported as k@example.test",
+        "remedy": "In SAC move k@example.test to the top",
+        "accepted": "",
+    }
+    journal.record_preflight("acme", "run-1", [finding], run_name="migrate-acme-full-1", at=T0)
+    journal.record_preflight(
+        "acme", "run-2", [], run_name="migrate-acme-full-2", at=T0 + timedelta(days=1)
+    )
+    files = write_reports(journal, "acme", tmp_path / "reports")
+    page = files.report_html.read_text(encoding="utf-8")
+    assert "<li>users: " in page
+    assert "<p>- " not in page  # no Markdown bullets shown as text
+    assert "Preflight: every run" in page
+    assert "migrate-acme-full-1" in page
+    assert "migrate-acme-full-2" in page
+    assert "PF-USR-001" in page
+    assert "<b>is</b>" not in page  # server text is escaped, not markup
+
+
+def test_preflight_csv_keeps_every_run(tmp_path: Path) -> None:
+    from scalix_migrate.report import write_preflight_files
+
+    with Journal.open(directory=tmp_path / "state") as j:
+        j.record_preflight("acme", "r1", [], run_name="first", at=T0)
+        row = {
+            "severity": "warning",
+            "code": "PF-SES-001",
+            "user": "kim@example.test",
+            "message": "IMAP session open",
+            "remedy": "Ask the user to log off",
+            "accepted": "",
+        }
+        j.record_preflight("acme", "r2", [row], run_name="second", at=T0 + timedelta(hours=1))
+        write_preflight_files(j.preflight_history("acme"), tmp_path)
+    rows = list(csv.DictReader((tmp_path / "preflight.csv").open()))
+    assert [(r["run_id"], r["code"]) for r in rows] == [("r2", "PF-SES-001"), ("r1", "")]
+    md = (tmp_path / "preflight.md").read_text(encoding="utf-8")
+    assert "Run second at 2024-05-01 13:00:00 UTC" in md
+    assert "## Earlier runs" in md
