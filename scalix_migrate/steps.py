@@ -282,17 +282,21 @@ def load_step(cfg: TenantConfig, user: ScalixUser) -> dict[str, Any]:
         finished_col="load_finished",
     )
     if result.stopped_code:
-        # A clean stop (the daily byte budget): the user resumes in the next run.
         with journal_for(cfg) as journal:
-            journal.release_user(cfg.tenant, user.key)
-            journal.set_user_status(
-                cfg.tenant,
-                user.key,
-                "paused",
-                error_code=result.stopped_code,
-                error_message="daily byte budget reached; resumes in the next run",
-            )
+            _pause(journal, cfg, user, result.stopped_code)
     return counts_of(result)
+
+
+def _pause(journal: Journal, cfg: TenantConfig, user: ScalixUser, code: str) -> None:
+    """A clean stop (the daily byte budget): the user resumes in the next run."""
+    journal.release_user(cfg.tenant, user.key)
+    journal.set_user_status(
+        cfg.tenant,
+        user.key,
+        "paused",
+        error_code=code,
+        error_message="daily byte budget reached; resumes in the next run",
+    )
 
 
 def transfer_step(cfg: TenantConfig, user: ScalixUser, *, phase: Phase = "full") -> dict[str, Any]:
@@ -320,14 +324,7 @@ def transfer_step(cfg: TenantConfig, user: ScalixUser, *, phase: Phase = "full")
             extract_finished=result.extract_finished,
         )
         if result.load.stopped_code:
-            journal.release_user(cfg.tenant, user.key)
-            journal.set_user_status(
-                cfg.tenant,
-                user.key,
-                "paused",
-                error_code=result.load.stopped_code,
-                error_message="daily byte budget reached; resumes in the next run",
-            )
+            _pause(journal, cfg, user, result.load.stopped_code)
     extracted = counts_of(result.extract)
     loaded = counts_of(result.load)
     return {
