@@ -150,7 +150,7 @@ def main() -> None:
 
     from scalix_migrate.config import load_config
     from scalix_migrate.records import LoadState
-    from scalix_migrate.state import Journal
+    from scalix_migrate.state import Journal, UserStatus
     from tests.testbed.bed import running_testbed
 
     work = Path(tempfile.mkdtemp(prefix="sxm-scale-"))
@@ -188,7 +188,7 @@ def main() -> None:
             cfg = load_config(path)
             with Journal.open(url=cfg.options.state.url, directory=cfg.options.state.dir) as j:
                 counts = j.counts_by_state(cfg.tenant)
-                done = j.users_with_status(cfg.tenant, "done")
+                done = j.users_with_status(cfg.tenant, UserStatus.done)
             per_user_ms = 1000 * (summary["flow_run_s"] - 0) / args.users
             print(
                 f"exit {code}; wall {wall:.1f} s; CLI peak RSS {rss:.0f} MB; {summary}; "

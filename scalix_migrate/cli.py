@@ -134,8 +134,10 @@ def _progress(cfg: TenantConfig) -> Iterator[None]:
         return
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+    from scalix_migrate.state import UserStatus
     from scalix_migrate.steps import journal_for
 
+    finals = (UserStatus.done, UserStatus.failed, UserStatus.paused)
     stop = threading.Event()
     started = datetime.now(UTC)
 
@@ -147,8 +149,8 @@ def _progress(cfg: TenantConfig) -> Iterator[None]:
                     for r in journal.user_rows(cfg.tenant)
                     if r.extract_started and r.extract_started >= started
                 ]
-                finished = [r for r in rows if r.status in ("done", "failed", "paused")]
-                failed = sum(r.status == "failed" for r in rows)
+                finished = [r for r in rows if r.status in finals]
+                failed = sum(r.status is UserStatus.failed for r in rows)
                 loaded = journal.counts_by_state(cfg.tenant).get("loaded", 0)
                 progress.update(
                     task,

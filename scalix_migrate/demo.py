@@ -35,7 +35,7 @@ from scalix_migrate.private import private_dir
 from scalix_migrate.records import ScalixUser
 from scalix_migrate.sandbox.directory import Directory
 from scalix_migrate.scalix.imap_source import ScalixMailbox
-from scalix_migrate.state import Journal
+from scalix_migrate.state import Journal, UserStatus
 
 if TYPE_CHECKING:
     from scalix_migrate.sandbox import Sandbox
@@ -191,7 +191,7 @@ def compare(cfg: TenantConfig) -> tuple[list[FolderCheck], list[tuple[str, str, 
     with Journal.open(url=cfg.options.state.url, directory=cfg.options.state.dir) as journal:
         for row in journal.user_rows(cfg.tenant):
             user = users.get(row.user_key)
-            if row.status != "done" or user is None:
+            if row.status is not UserStatus.done or user is None:
                 not_migrated.append((row.user_key, row.status, row.error_message or ""))
                 continue
             checks.extend(_compare_user(cfg, journal, user))

@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from scalix_migrate.errors import CATALOGUE
 from scalix_migrate.private import private_dir, write_private
 from scalix_migrate.records import ItemClass, LoadState
-from scalix_migrate.state import Journal, folders, messages
+from scalix_migrate.state import Journal, UserStatus, folders, messages
 
 USER_COLUMNS = [
     "user",
@@ -119,7 +119,7 @@ def users_frame(journal: Journal, tenant: str) -> pd.DataFrame:
             {
                 "user": u.user_key,
                 "display_name": u.display_name or "",
-                "status": u.status,
+                "status": u.status.value,
                 "folders": int(nf.iloc[0]) if len(nf) else 0,
                 "found": int(live["n"].sum()),
                 "staged": in_stage,
@@ -257,7 +257,7 @@ def summary_markdown(tenant: str, users: pd.DataFrame, failures: pd.DataFrame) -
             entry = CATALOGUE.get(code) or PREFLIGHT_CODES.get(code)
             what, fix = (entry.title, entry.remedy) if entry else ("", "")
             lines.append(f"| {code} | {n} | {what} | {fix} |")
-    excluded = users[users["status"] == "excluded"] if total else users.iloc[0:0]
+    excluded = users[users["status"] == UserStatus.excluded] if total else users.iloc[0:0]
     if len(excluded):
         lines += ["", "## Left out by preflight", ""]
         lines += [
@@ -265,7 +265,7 @@ def summary_markdown(tenant: str, users: pd.DataFrame, failures: pd.DataFrame) -
             for r in excluded.itertuples(index=False)
         ]
         lines += ["", "Rerun them with `only_failed: true` once the remedy is applied."]
-    failed_users = users.loc[users["status"] == "failed", "user"].tolist() if total else []
+    failed_users = users.loc[users["status"] == UserStatus.failed, "user"].tolist() if total else []
     if failed_users:
         lines += [
             "",

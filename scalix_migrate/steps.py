@@ -21,7 +21,7 @@ from scalix_migrate.discovery import Discovery, matches
 from scalix_migrate.errors import MigrationError, TransientError, UserError
 from scalix_migrate.netfaults import counting
 from scalix_migrate.records import ScalixUser
-from scalix_migrate.state import Journal
+from scalix_migrate.state import Journal, UserStatus
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ def _now() -> datetime:
 
 # The statuses an ``only_failed`` rerun picks up: every user a run left unfinished. Users in
 # a running state belong to the run migrating them (waves); ``pending`` ones were never tried.
-RERUN_STATUSES = ("failed", "excluded", "paused")
+RERUN_STATUSES = (UserStatus.failed, UserStatus.excluded, UserStatus.paused)
 
 
 def select_users(
@@ -74,7 +74,7 @@ def select_users(
     return selected, unknown
 
 
-def rerun_candidates(cfg: TenantConfig) -> dict[str, str]:
+def rerun_candidates(cfg: TenantConfig) -> dict[str, UserStatus]:
     """User key -> status, for every user an ``only_failed`` rerun picks up."""
     with journal_for(cfg) as journal:
         return {
@@ -97,13 +97,13 @@ def record_exclusions(cfg: TenantConfig, findings: Sequence[dict[str, str]]) -> 
     with journal_for(cfg) as journal:
         status = {r.user_key: r.status for r in journal.user_rows(cfg.tenant)}
         for key, f in first.items():
-            if status.get(key) == "done":
+            if status.get(key) == UserStatus.done:
                 already_done.append(key)
                 continue
             journal.set_user_status(
                 cfg.tenant,
                 key,
-                "excluded",
+                UserStatus.excluded,
                 error_code=f["code"],
                 error_message=f"excluded by preflight: {f['message']}; remedy: {f['remedy']}",
             )
@@ -165,8 +165,8 @@ def run_user_step(
     step: str,
     body: Callable[[Journal], T],
     *,
-    running: str,
-    done: str,
+    running: UserStatus,
+    done: UserStatus,
     started_col: str | None = None,
     finished_col: str | None = None,
     release: bool = False,
@@ -203,7 +203,7 @@ def run_user_step(
             journal.set_user_status(
                 cfg.tenant,
                 user.key,
-                "failed",
+                UserStatus.failed,
                 error_code=exc.code,
                 error_message=f"{step}: {exc.message}{_item_of(exc)}",
             )
@@ -215,7 +215,7 @@ def run_user_step(
             journal.set_user_status(
                 cfg.tenant,
                 user.key,
-                "failed",
+                UserStatus.failed,
                 error_code="SXM-RUN-001",
                 error_message=f"{step}: {type(exc).__name__}",
             )
@@ -260,8 +260,8 @@ def extract_step(cfg: TenantConfig, user: ScalixUser, *, phase: Phase = "full") 
         user,
         "extract",
         lambda j: extract_user(cfg, j, user, phase=phase),
-        running="extracting",
-        done="extracted",
+        running=UserStatus.extracting,
+        done=UserStatus.extracted,
         started_col="extract_started",
         finished_col="extract_finished",
     )
@@ -276,8 +276,8 @@ def load_step(cfg: TenantConfig, user: ScalixUser) -> dict[str, Any]:
         user,
         "load",
         lambda j: load_user(cfg, j, user),
-        running="loading",
-        done="loaded",
+        running=UserStatus.loading,
+        done=UserStatus.loaded,
         started_col="load_started",
         finished_col="load_finished",
     )
@@ -293,7 +293,7 @@ def _pause(journal: Journal, cfg: TenantConfig, user: ScalixUser, code: str) -> 
     journal.set_user_status(
         cfg.tenant,
         user.key,
-        "paused",
+        UserStatus.paused,
         error_code=code,
         error_message="daily byte budget reached; resumes in the next run",
     )
@@ -310,8 +310,8 @@ def transfer_step(cfg: TenantConfig, user: ScalixUser, *, phase: Phase = "full")
         user,
         "transfer",
         lambda j: transfer_user(cfg, j, user, phase=phase),
-        running="transferring",
-        done="loaded",
+        running=UserStatus.transferring,
+        done=UserStatus.loaded,
         started_col="extract_started",
         finished_col="load_finished",
     )
@@ -319,7 +319,7 @@ def transfer_step(cfg: TenantConfig, user: ScalixUser, *, phase: Phase = "full")
         journal.set_user_status(
             cfg.tenant,
             user.key,
-            "loaded",
+            UserStatus.loaded,
             load_started=now,  # the load starts with the extract and follows it
             extract_finished=result.extract_finished,
         )
@@ -348,7 +348,13 @@ def verify_step(cfg: TenantConfig, user: ScalixUser) -> dict[str, Any]:
         return result
 
     result = run_user_step(
-        cfg, user, "verify", body, running="verifying", done="done", release=True
+        cfg,
+        user,
+        "verify",
+        body,
+        running=UserStatus.verifying,
+        done=UserStatus.done,
+        release=True,
     )
     return counts_of(result)
 
@@ -362,7 +368,9 @@ def groupware_step(cfg: TenantConfig, user: ScalixUser) -> dict[str, Any]:
         require_verified(result)
         return result.flat()
 
-    return run_user_step(cfg, user, "groupware", body, running="groupware", done="loaded")
+    return run_user_step(
+        cfg, user, "groupware", body, running=UserStatus.groupware, done=UserStatus.loaded
+    )
 
 
 def restart_service_step(

@@ -36,6 +36,7 @@ from scalix_migrate.state.preflight_log import PreflightJournal, preflight_findi
 from scalix_migrate.state.repairs import RepairsJournal
 from scalix_migrate.state.schema import (
     UserRow,
+    UserStatus,
     _create_schema,
     command_log,
     flags_from_text,
@@ -52,6 +53,7 @@ from scalix_migrate.state.user_state import UsersJournal
 __all__ = [
     "Journal",
     "UserRow",
+    "UserStatus",
     "command_log",
     "flags_from_text",
     "flags_to_text",

@@ -8,6 +8,7 @@ import socket
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -22,6 +23,28 @@ from scalix_migrate.records import (
 T = TypeVar("T")
 metadata = sa.MetaData()
 
+
+class UserStatus(StrEnum):
+    """Where a user is in the procedure (``users.status``).
+
+    The values are the strings journals, reports and the CLI have always shown; a status that
+    is not a member cannot be written (:meth:`Journal.set_user_status` converts).
+    """
+
+    pending = "pending"  # discovered, never tried
+    extracting = "extracting"
+    extracted = "extracted"
+    loading = "loading"
+    transferring = "transferring"  # extract and load at once
+    loaded = "loaded"
+    groupware = "groupware"
+    verifying = "verifying"
+    done = "done"  # verified at the destination
+    failed = "failed"  # a step failed; error_code says why
+    excluded = "excluded"  # left out by preflight; error_code is the finding
+    paused = "paused"  # stopped cleanly by the daily byte budget; resumes next run
+
+
 users = sa.Table(
     "users",
     metadata,
@@ -32,7 +55,7 @@ users = sa.Table(
     sa.Column("email", sa.Text),
     sa.Column("auth_id", sa.Text),
     sa.Column("details", sa.Text),  # JSON of the discovered record
-    sa.Column("status", sa.String(16), nullable=False, server_default="pending"),
+    sa.Column("status", sa.String(16), nullable=False, server_default=UserStatus.pending.value),
     sa.Column("error_code", sa.String(16)),
     sa.Column("error_message", sa.Text),
     sa.Column("extract_started", sa.DateTime(timezone=True)),
@@ -191,7 +214,7 @@ class UserRow:
     user_key: str
     display_name: str | None
     email: str | None
-    status: str
+    status: UserStatus
     error_code: str | None
     error_message: str | None
     extract_started: datetime | None

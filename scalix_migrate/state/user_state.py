@@ -12,6 +12,7 @@ from scalix_migrate.records import ScalixUser
 from scalix_migrate.state.base import JournalBase
 from scalix_migrate.state.schema import (
     UserRow,
+    UserStatus,
     _aware,
     _dead_local_process,
     _now,
@@ -50,7 +51,7 @@ class UsersJournal(JournalBase):
                     # (two waves discovering at once): its row wins, with the same data.
                     conn.execute(
                         self._insert_ignore(users).values(
-                            tenant=tenant, user_key=u.key, status="pending", **values
+                            tenant=tenant, user_key=u.key, status=UserStatus.pending.value, **values
                         )
                     )
 
@@ -84,7 +85,7 @@ class UsersJournal(JournalBase):
                 email=u.primary_address,
                 auth_id=u.auth_id,
                 details=json.dumps(dict(u.details)),
-                status="pending",
+                status=UserStatus.pending.value,
                 error_code=None,
                 error_message=None,
                 updated_at=_now(),
@@ -99,12 +100,18 @@ class UsersJournal(JournalBase):
         self,
         tenant: str,
         user_key: str,
-        status: str,
+        status: UserStatus,
         *,
         error_code: str | None = None,
         error_message: str | None = None,
         **timestamps: datetime,
     ) -> None:
+        """Set the user's status (and its error, cleared when not given).
+
+        ``status`` must be a :class:`UserStatus`: anything else raises ``ValueError`` before
+        the journal is touched, so a typo cannot invent a status the reruns never pick up.
+        """
+        status = UserStatus(status)
         with self.engine.begin() as conn:
             conn.execute(
                 users.update()
@@ -113,7 +120,7 @@ class UsersJournal(JournalBase):
                     users.c.user_key == user_key,
                 )
                 .values(
-                    status=status,
+                    status=status.value,
                     error_code=error_code,
                     error_message=error_message,
                     updated_at=_now(),
@@ -132,15 +139,18 @@ class UsersJournal(JournalBase):
             m = dict(r._mapping)
             for k in ("extract_started", "extract_finished", "load_started", "load_finished"):
                 m[k] = _aware(m[k])
+            m["status"] = UserStatus(m["status"])
             out.append(UserRow(**m))
         return out
 
-    def users_with_status(self, tenant: str, *statuses: str) -> list[str]:
+    def users_with_status(self, tenant: str, *statuses: UserStatus) -> list[str]:
+        """The keys of the tenant's users in any of ``statuses``, sorted."""
+        wanted = [UserStatus(s).value for s in statuses]
         with self.engine.connect() as conn:
             return list(
                 conn.scalars(
                     sa.select(users.c.user_key)
-                    .where(users.c.tenant == tenant, users.c.status.in_(statuses))
+                    .where(users.c.tenant == tenant, users.c.status.in_(wanted))
                     .order_by(users.c.user_key)
                 )
             )

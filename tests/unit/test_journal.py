@@ -22,7 +22,7 @@ from scalix_migrate.records import (
     ScalixUser,
     SourceFolder,
 )
-from scalix_migrate.state import Journal, this_worker, users
+from scalix_migrate.state import Journal, UserStatus, this_worker, users
 from tests.support.postgres import PostgresServer, session_postgres
 
 TENANT = "acme"
@@ -132,7 +132,7 @@ def test_user_status_survives_rediscovery(journal: Journal) -> None:
     journal.set_user_status(
         TENANT,
         USER.key,
-        "failed",
+        UserStatus.failed,
         error_code="SXM-USR-003",
         error_message="taken",
         load_started=WHEN,
@@ -143,7 +143,7 @@ def test_user_status_survives_rediscovery(journal: Journal) -> None:
     assert rows[USER.key].status == "failed"
     assert rows[USER.key].load_started == WHEN
     assert rows["ann@acme.test"].status == "pending"
-    assert journal.users_with_status(TENANT, "failed") == [USER.key]
+    assert journal.users_with_status(TENANT, UserStatus.failed) == [USER.key]
 
 
 def _dead_pid() -> int:
@@ -246,7 +246,7 @@ def test_user_whose_primary_address_moved_keeps_one_row(journal: Journal) -> Non
     under a new key; its row (nothing migrated yet) follows instead of leaving a stale one."""
     priya = ScalixUser("Priya Shah", "acme", addresses=("priya@acme.test", "pshah@acme.test"))
     journal.upsert_users(TENANT, [priya])
-    journal.set_user_status(TENANT, priya.key, "excluded", error_message="export name")
+    journal.set_user_status(TENANT, priya.key, UserStatus.excluded, error_message="export name")
     fixed = ScalixUser("Priya Shah", "acme", addresses=("pshah@acme.test", "priya@acme.test"))
 
     journal.upsert_users(TENANT, [fixed])

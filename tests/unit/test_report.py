@@ -12,7 +12,7 @@ import pytest
 
 from scalix_migrate.records import LedgerEntry, LoadState, ScalixUser, SourceFolder
 from scalix_migrate.report import failures_frame, write_reports
-from scalix_migrate.state import Journal
+from scalix_migrate.state import Journal, UserStatus
 
 KIM = ScalixUser(display_name="Kim Lee", mailnode="sales", addresses=("kim@example.test",))
 # A second user with loaded mail: report.html's bars need a range of values to scale.
@@ -72,7 +72,7 @@ def journal(tmp_path: Path) -> Iterator[Journal]:
         j.set_user_status(
             "acme",
             ALI.key,
-            "done",
+            UserStatus.done,
             extract_started=T0,
             load_finished=T0 + timedelta(seconds=10),
         )
@@ -152,7 +152,7 @@ def test_excluded_user_is_listed_with_its_code_and_remedy(journal: Journal, tmp_
     journal.set_user_status(
         "acme",
         KIM.key,
-        "excluded",
+        UserStatus.excluded,
         error_code="PF-USR-005",
         error_message="excluded by preflight: folder 'a\\b' contains '\\'; remedy: Rename it",
     )
