@@ -31,7 +31,6 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # tests.testbed is imported from the checkout
 
-import scalix_migrate.load as load_module  # noqa: E402
 from scalix_migrate.config import TenantConfig, parse_config  # noqa: E402
 from scalix_migrate.destinations.base import Destination, message_id_of  # noqa: E402
 from scalix_migrate.destinations.imap import ImapDestination  # noqa: E402
@@ -118,19 +117,12 @@ class TimedJournal(Journal):
         finally:
             CLOCK.add(t0)
 
-
-_real_mark_loaded = load_module.mark_loaded
-
-
-def _timed_mark_loaded(journal: Journal, dest_folder: str, loaded: Any) -> None:
-    t0 = time.perf_counter()
-    try:
-        _real_mark_loaded(journal, dest_folder, loaded)
-    finally:
-        CLOCK.add(t0)
-
-
-load_module.mark_loaded = _timed_mark_loaded
+    def mark_loaded(self, dest_folder: str, loaded: Any) -> None:
+        t0 = time.perf_counter()
+        try:
+            super().mark_loaded(dest_folder, loaded)
+        finally:
+            CLOCK.add(t0)
 
 
 class _NoMultiappend(ImapDestination):

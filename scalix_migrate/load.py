@@ -56,8 +56,6 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
-import sqlalchemy as sa
-
 from scalix_migrate.config import TenantConfig
 from scalix_migrate.destinations.base import (
     AppendItem,
@@ -72,7 +70,7 @@ from scalix_migrate.flags import FlagMapper, is_deleted, map_flags
 from scalix_migrate.folders import FolderPlan, SourceFolderInfo, plan_folders
 from scalix_migrate.records import LedgerEntry, LoadState, ScalixUser, SpecialFolder
 from scalix_migrate.staging import StagingStore
-from scalix_migrate.state import Journal, flags_from_text, flags_to_text, messages
+from scalix_migrate.state import Journal, flags_from_text, flags_to_text
 
 BATCH_MESSAGES = 50
 BATCH_BYTES = 8 << 20
@@ -110,57 +108,6 @@ class _Counts:
     skipped: int = 0
     failed: int = 0
     bytes: int = 0
-
-
-def mark_loaded(
-    journal: Journal,
-    dest_folder: str,
-    loaded: Sequence[tuple[int, str | None, frozenset[str] | None]],
-) -> None:
-    """Mark ledger rows ``loaded`` with their destination ids and the flags the destination
-    was given (None: not known, e.g. found by reconciliation), in one transaction."""
-    if not loaded:
-        return
-    now = datetime.now(UTC)
-    stmt = (
-        messages.update()
-        .where(messages.c.id == sa.bindparam("row_id"))
-        .values(
-            load_state=LoadState.loaded.value,
-            dest_folder=dest_folder,
-            dest_uid=sa.bindparam("new_dest_uid"),
-            dest_flags=sa.bindparam("new_dest_flags"),
-            verified_gen=None,  # a new destination id: verify proves it afresh
-            error_code=None,
-            error_detail=None,
-            updated_at=now,
-        )
-    )
-    with journal.engine.begin() as conn:
-        # One compiled statement, executemany: per-row statements cost more than the APPENDs.
-        conn.execute(
-            stmt,
-            [
-                {
-                    "row_id": r,
-                    "new_dest_uid": u,
-                    "new_dest_flags": flags_to_text(f) if f is not None else None,
-                }
-                for r, u, f in loaded
-            ],
-        )
-
-
-def loaded_bytes_since(journal: Journal, tenant: str, user_key: str, since: datetime) -> int:
-    """Bytes of the user's rows that became ``loaded`` at or after ``since``."""
-    q = sa.select(sa.func.coalesce(sa.func.sum(messages.c.size), 0)).where(
-        messages.c.tenant == tenant,
-        messages.c.user_key == user_key,
-        messages.c.load_state == LoadState.loaded.value,
-        messages.c.updated_at >= since,
-    )
-    with journal.engine.connect() as conn:
-        return int(conn.execute(q).scalar_one())
 
 
 def source_folders(
@@ -398,7 +345,7 @@ class _Run:
             return False
         assert e.id is not None
         # The flags it was given then may be older than the row's: sync_flags sets them.
-        mark_loaded(self.journal, folder, [(e.id, found, None)])
+        self.journal.mark_loaded(folder, [(e.id, found, None)])
         self.claimed[folder].add(found)
         self.counts.already_present += 1
         return True
@@ -415,7 +362,7 @@ class _Run:
         self._budget = getattr(cfg.destination, "daily_byte_budget", None)
         if self._budget is not None:
             since = datetime.now(UTC) - BUDGET_WINDOW
-            self._used = loaded_bytes_since(self.journal, cfg.tenant, self.key, since)
+            self._used = self.journal.loaded_bytes_since(cfg.tenant, self.key, since)
         limits = [
             x
             for x in (cfg.options.messages.max_size_bytes, self.dest.layout.max_message_size)
@@ -589,7 +536,7 @@ class _Run:
                 loaded.append((_id(e), result, item.flags))
                 appended += 1
                 appended_bytes += len(item.body)
-        mark_loaded(self.journal, folder, loaded)
+        self.journal.mark_loaded(folder, loaded)
         with self.lock:
             self.claimed[folder].update(u for _, u, _ in loaded if u is not None)
             self.counts.appended += appended

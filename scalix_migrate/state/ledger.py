@@ -362,6 +362,55 @@ class LedgerJournal(JournalBase):
         with self.engine.begin() as conn:
             conn.execute(messages.update().where(messages.c.id.in_(list(ids))).values(**values))
 
+    def mark_loaded(
+        self,
+        dest_folder: str,
+        loaded: Sequence[tuple[int, str | None, frozenset[str] | None]],
+    ) -> None:
+        """Mark ledger rows ``(row id, destination id, flags the destination was given)``
+        ``loaded`` in ``dest_folder``, in one transaction (flags None: not known, e.g. found
+        by reconciliation). Clears the error and the verify proof (a new destination id)."""
+        if not loaded:
+            return
+        stmt = (
+            messages.update()
+            .where(messages.c.id == sa.bindparam("row_id"))
+            .values(
+                load_state=LoadState.loaded.value,
+                dest_folder=dest_folder,
+                dest_uid=sa.bindparam("new_dest_uid"),
+                dest_flags=sa.bindparam("new_dest_flags"),
+                verified_gen=None,  # a new destination id: verify proves it afresh
+                error_code=None,
+                error_detail=None,
+                updated_at=_now(),
+            )
+        )
+        with self.engine.begin() as conn:
+            # One compiled statement, executemany: per-row statements cost more than the APPENDs.
+            conn.execute(
+                stmt,
+                [
+                    {
+                        "row_id": r,
+                        "new_dest_uid": u,
+                        "new_dest_flags": flags_to_text(f) if f is not None else None,
+                    }
+                    for r, u, f in loaded
+                ],
+            )
+
+    def loaded_bytes_since(self, tenant: str, user_key: str, since: datetime) -> int:
+        """Bytes of the user's rows that became ``loaded`` at or after ``since``."""
+        q = sa.select(sa.func.coalesce(sa.func.sum(messages.c.size), 0)).where(
+            messages.c.tenant == tenant,
+            messages.c.user_key == user_key,
+            messages.c.load_state == LoadState.loaded.value,
+            messages.c.updated_at >= since,
+        )
+        with self.engine.connect() as conn:
+            return int(conn.execute(q).scalar_one())
+
     def counts_by_state(self, tenant: str, user_key: str | None = None) -> dict[str, int]:
         q = sa.select(messages.c.load_state, sa.func.count()).where(messages.c.tenant == tenant)
         if user_key is not None:
