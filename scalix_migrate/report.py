@@ -20,12 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import sqlalchemy as sa
 
 from scalix_migrate.errors import CATALOGUE
 from scalix_migrate.private import private_dir, write_private
 from scalix_migrate.records import ItemClass, LoadState
-from scalix_migrate.state import Journal, UserStatus, folders, messages
+from scalix_migrate.state import Journal, UserStatus
 
 USER_COLUMNS = [
     "user",
@@ -65,42 +64,18 @@ class ReportFiles:
 
 def users_frame(journal: Journal, tenant: str) -> pd.DataFrame:
     """One row per user with counts, bytes, duration and throughput (see the module doc)."""
-    # Rows whose bytes never reached the stage carry extract's ``unfetched-`` placeholder.
-    stored = sa.not_(messages.c.sha256.like("unfetched-%")).label("stored")
-    with journal.engine.connect() as conn:
-        msg = pd.DataFrame(
-            conn.execute(
-                sa.select(
-                    messages.c.user_key,
-                    messages.c.load_state,
-                    stored,
-                    sa.func.count().label("n"),
-                    sa.func.sum(messages.c.size).label("bytes"),
-                )
-                .where(messages.c.tenant == tenant)
-                .group_by(messages.c.user_key, messages.c.load_state, stored)
-            ).all(),
-            columns=["user", "state", "stored", "n", "bytes"],
-        )
-        kinds = pd.DataFrame(
-            conn.execute(
-                sa.select(messages.c.user_key, messages.c.item_class, sa.func.count())
-                .where(
-                    messages.c.tenant == tenant,
-                    messages.c.load_state != LoadState.superseded.value,
-                )
-                .group_by(messages.c.user_key, messages.c.item_class)
-            ).all(),
-            columns=["user", "kind", "n"],
-        )
-        fold = pd.DataFrame(
-            conn.execute(
-                sa.select(folders.c.user_key, sa.func.count())
-                .where(folders.c.tenant == tenant)
-                .group_by(folders.c.user_key)
-            ).all(),
-            columns=["user", "folders"],
-        )
+    msg = pd.DataFrame(
+        [
+            (t.user_key, t.load_state.value, t.stored, t.count, t.bytes)
+            for t in journal.message_tallies(tenant)
+        ],
+        columns=["user", "state", "stored", "n", "bytes"],
+    )
+    kinds = pd.DataFrame(
+        [(t.user_key, t.item_class.value, t.count) for t in journal.item_class_tallies(tenant)],
+        columns=["user", "kind", "n"],
+    )
+    fold = pd.DataFrame(list(journal.folder_counts(tenant).items()), columns=["user", "folders"])
     rows: list[dict[str, Any]] = []
     for u in journal.user_rows(tenant):
         mine = msg[msg["user"] == u.user_key]

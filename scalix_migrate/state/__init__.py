@@ -48,10 +48,13 @@ from scalix_migrate.state.schema import (
     this_worker,
     users,
 )
+from scalix_migrate.state.tallies import ItemClassTally, MessageTally, TalliesJournal
 from scalix_migrate.state.user_state import UsersJournal
 
 __all__ = [
+    "ItemClassTally",
     "Journal",
+    "MessageTally",
     "UserRow",
     "UserStatus",
     "command_log",
@@ -101,7 +104,13 @@ _NEWER_COLUMNS = [
 
 
 class Journal(
-    UsersJournal, LedgerJournal, RepairsJournal, OpsJournal, GroupwareJournal, PreflightJournal
+    UsersJournal,
+    LedgerJournal,
+    RepairsJournal,
+    OpsJournal,
+    GroupwareJournal,
+    PreflightJournal,
+    TalliesJournal,
 ):
     """The migration state of one or more tenants."""
 
