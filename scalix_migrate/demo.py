@@ -36,6 +36,7 @@ from scalix_migrate.records import ScalixUser
 from scalix_migrate.sandbox.directory import Directory
 from scalix_migrate.scalix.imap_source import ScalixMailbox
 from scalix_migrate.state import Journal, UserStatus
+from scalix_migrate.steps import journal_for
 
 if TYPE_CHECKING:
     from scalix_migrate.sandbox import Sandbox
@@ -188,7 +189,7 @@ def compare(cfg: TenantConfig) -> tuple[list[FolderCheck], list[tuple[str, str, 
     users = {u.key: u for u in discover_users(cfg).users}
     checks: list[FolderCheck] = []
     not_migrated: list[tuple[str, str, str]] = []
-    with Journal.open(url=cfg.options.state.url, directory=cfg.options.state.dir) as journal:
+    with journal_for(cfg) as journal:  # the process's journal, as the steps use it
         for row in journal.user_rows(cfg.tenant):
             user = users.get(row.user_key)
             if row.status is not UserStatus.done or user is None:

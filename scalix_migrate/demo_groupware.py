@@ -24,7 +24,7 @@ from scalix_migrate.discovery import discover_users
 from scalix_migrate.groupware_sync import dav_client
 from scalix_migrate.sandbox.dav_server import RadicaleServer
 from scalix_migrate.sandbox.directory import Directory
-from scalix_migrate.state import Journal
+from scalix_migrate.steps import journal_for
 
 KINDS = {"events": ("event",), "tasks": ("task",), "contacts": ("contact", "group")}
 
@@ -63,7 +63,7 @@ class GroupwareCheck:
 def groupware_checks(cfg: TenantConfig) -> list[GroupwareCheck]:
     users = {u.key: u for u in discover_users(cfg).users}
     out: list[GroupwareCheck] = []
-    with Journal.open(url=cfg.options.state.url, directory=cfg.options.state.dir) as journal:
+    with journal_for(cfg) as journal:  # the process's journal, as the steps use it
         counts = journal.groupware_counts(cfg.tenant)
         for key in sorted(counts):
             user = users.get(key)

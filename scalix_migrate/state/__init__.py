@@ -173,11 +173,17 @@ class Journal(
     def _add_missing_columns(self) -> None:
         """Add the columns newer than the journal file; idempotent.
 
-        Two workers may both see a column missing: the loser's ALTER fails, and is fine as
-        long as the column is there afterwards.
+        One inspector and one ``get_columns`` per table (each a round trip), per opening;
+        :meth:`shared` opens once per process. Two workers may both see a column missing:
+        the loser's ALTER fails, and is fine as long as the column is there afterwards.
         """
+        inspector = sa.inspect(self.engine)
+        present = {
+            table: {c["name"] for c in inspector.get_columns(table)}
+            for table in sorted({t for t, _, _ in _NEWER_COLUMNS})
+        }
         for table, column, ddl in _NEWER_COLUMNS:
-            if column in {c["name"] for c in sa.inspect(self.engine).get_columns(table)}:
+            if column in present[table]:
                 continue
             try:
                 with self.engine.begin() as conn:

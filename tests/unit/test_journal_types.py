@@ -3,13 +3,19 @@ journal (engine, schema check, column inspection) per process and URL."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import sqlalchemy
 
-from scalix_migrate import state
+from scalix_migrate import demo, demo_groupware, state, steps
+from scalix_migrate.config import TenantConfig, parse_config
+from scalix_migrate.discovery import Discovery
 from scalix_migrate.records import ScalixUser
+from scalix_migrate.report import write_reports
 from scalix_migrate.state import Journal
 
 TENANT = "acme"
@@ -57,3 +63,53 @@ def test_statuses_come_back_as_the_enum_with_the_strings_journals_always_had(
         "excluded",
         "paused",
     ]
+
+
+def _config(tmp_path: Path) -> TenantConfig:
+    return parse_config(
+        "tenant: acme\n"
+        "source:\n"
+        "  server: scalix.acme.test\n"
+        "  server_names: [mail1]\n"
+        "  admin_user: sxadmin\n"
+        "  admin_password: ${X}\n"
+        "  test_user: kim@acme.test\n"
+        f"destination:\n  type: maildir\n  path: '{tmp_path}/mail/{{email}}'\n"
+        f"options:\n  state:\n    dir: '{tmp_path}/state'\n  reports_dir: '{tmp_path}/reports'\n"
+    )
+
+
+def test_the_steps_of_one_process_open_the_journal_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One engine, one schema check, one column inspection per (process, URL): not one
+    per step, nor per report or CLI command run in the same process."""
+    opened: Counter[str] = Counter()
+
+    def counting(what: str, real: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            opened[what] += 1
+            return real(*args, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(sqlalchemy, "create_engine", counting("engine", sqlalchemy.create_engine))
+    monkeypatch.setattr(sqlalchemy, "inspect", counting("inspect", sqlalchemy.inspect))
+    monkeypatch.setattr(
+        state.metadata, "create_all", counting("create_all", state.metadata.create_all)
+    )
+    cfg = _config(tmp_path)
+
+    steps.rerun_candidates(cfg)
+    steps.record_exclusions(cfg, [])
+    steps.let_users_in_step(cfg)
+    with steps.journal_for(cfg) as journal:
+        write_reports(journal, cfg.tenant, cfg.options.reports_dir)
+    # The demo's checks after the run read the same journal (no source here: no users).
+    nobody = Discovery(users=[], all_users=[])
+    for module in (demo, demo_groupware):
+        monkeypatch.setattr(module, "discover_users", lambda _cfg: nobody)
+    assert demo.compare(cfg) == ([], [])
+    assert demo_groupware.groupware_checks(cfg) == []
+
+    assert opened == {"engine": 1, "create_all": 1, "inspect": 1}
