@@ -341,7 +341,7 @@ class Bench:
         def target(address: str, folder: str) -> str:
             user = next(u for u in self.users if u.addresses[0] == address)
             with Journal.open(url=cfg.options.state.url, directory=cfg.options.state.dir) as j:
-                rows = {r["folder"]: r["dest_folder"] for r in j.folder_rows(cfg.tenant, user.key)}
+                rows = {r.folder: r.dest_folder for r in j.folder_rows(cfg.tenant, user.key)}
             return str(rows.get(folder) or folder)
 
         return target

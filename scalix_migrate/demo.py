@@ -205,7 +205,7 @@ def _compare_user(cfg: TenantConfig, journal: Journal, user: ScalixUser) -> list
         if e.load_state.value == "skipped":
             n, b = skipped.get(e.folder, (0, 0))
             skipped[e.folder] = (n + 1, b + e.size)
-    dest_names = {r["folder"]: r["dest_folder"] for r in journal.folder_rows(cfg.tenant, user.key)}
+    dest_names = {r.folder: r.dest_folder for r in journal.folder_rows(cfg.tenant, user.key)}
     out: list[FolderCheck] = []
     with ScalixMailbox(cfg, user) as source, open_destination(cfg, user) as dest:
         for folder in source.list_folders():

@@ -592,9 +592,7 @@ def extract_user(
         connects_per_second=conc.connects_per_second,
     )
     tally = _Tally()
-    known = {
-        str(r["folder"]): int(r["uidvalidity"]) for r in journal.folder_rows(cfg.tenant, user.key)
-    }
+    known = {r.folder: r.uidvalidity for r in journal.folder_rows(cfg.tenant, user.key)}
     try:
         with (
             limiter.connection(wait_s=cfg.source.imap.timeout_s * 10, user=user.key),

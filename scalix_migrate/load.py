@@ -54,7 +54,6 @@ from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import Any
 
 from scalix_migrate.config import TenantConfig
 from scalix_migrate.destinations.base import (
@@ -68,9 +67,9 @@ from scalix_migrate.errors import ItemError, MigrationError, TransientError
 from scalix_migrate.feed import LoadFeed
 from scalix_migrate.flags import FlagMapper, is_deleted, map_flags
 from scalix_migrate.folders import FolderPlan, SourceFolderInfo, plan_folders
-from scalix_migrate.records import LedgerEntry, LoadState, ScalixUser, SpecialFolder
+from scalix_migrate.records import LedgerEntry, LoadState, ScalixUser
 from scalix_migrate.staging import StagingStore
-from scalix_migrate.state import Journal, flags_from_text, flags_to_text
+from scalix_migrate.state import FolderRow, Journal, flags_from_text, flags_to_text
 
 BATCH_MESSAGES = 50
 BATCH_BYTES = 8 << 20
@@ -116,8 +115,7 @@ def source_folders(
     """The user's folders as the journal knows them (rows without messages included)."""
     infos = {}
     for row in journal.folder_rows(tenant, user_key):
-        special = SpecialFolder(row["special"]) if row.get("special") else None
-        infos[row["folder"]] = SourceFolderInfo(row["folder"], special, row.get("folder_class"))
+        infos[row.folder] = SourceFolderInfo(row.folder, row.special, row.folder_class)
     for e in entries:
         infos.setdefault(e.folder, SourceFolderInfo(e.folder))
     return list(infos.values())
@@ -229,8 +227,8 @@ class _FolderMaker:
         self.done: set[str] = set()
         self.created = 0
 
-    def make(self, folder_rows: Sequence[dict[str, Any]], entries: Sequence[LedgerEntry]) -> None:
-        known = {str(r["folder"]) for r in folder_rows} | {e.folder for e in entries}
+    def make(self, folder_rows: Sequence[FolderRow], entries: Sequence[LedgerEntry]) -> None:
+        known = {r.folder for r in folder_rows} | {e.folder for e in entries}
         for source in sorted(known - self.done):
             plan = self.plans.get(source)
             if plan is None:

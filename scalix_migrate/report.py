@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import html
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -171,8 +171,10 @@ def failures_frame(journal: Journal, tenant: str) -> pd.DataFrame:
         "error_code",
         "error_detail",
     ]
-    rows = [{**r, "state": LoadState.failed.value} for r in journal.item_errors(tenant)]
-    rows += [{**r, "state": LoadState.skipped.value} for r in journal.skipped_with_reason(tenant)]
+    rows = [{**asdict(r), "state": LoadState.failed.value} for r in journal.item_errors(tenant)]
+    rows += [
+        {**asdict(r), "state": LoadState.skipped.value} for r in journal.skipped_with_reason(tenant)
+    ]
     # Calendar/contact resources (or items) that did not arrive: named by folder and resource.
     rows += [
         {

@@ -98,8 +98,8 @@ def verify_user(
         if e.dest_folder is not None:
             expected[e.dest_folder].append(e)
     for row in journal.folder_rows(tenant, key):
-        if row.get("dest_folder"):
-            expected.setdefault(row["dest_folder"], [])
+        if row.dest_folder:
+            expected.setdefault(row.dest_folder, [])
     folders: list[FolderVerification] = []
     diffs: list[Difference] = []
     proofs: dict[int, str | None] = {}

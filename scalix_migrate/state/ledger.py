@@ -15,6 +15,7 @@ from scalix_migrate.records import (
     SourceFolder,
 )
 from scalix_migrate.state.base import JournalBase
+from scalix_migrate.state.rows import FolderRow, folder_row
 from scalix_migrate.state.schema import (
     _chunks,
     _entry,
@@ -135,10 +136,11 @@ class LedgerJournal(JournalBase):
                 .values(dest_folder=dest_folder)
             )
 
-    def folder_rows(self, tenant: str, user_key: str) -> list[dict[str, Any]]:
+    def folder_rows(self, tenant: str, user_key: str) -> list[FolderRow]:
+        """The user's folders (empty ones too), by name."""
         with self.engine.connect() as conn:
             return [
-                dict(r._mapping)
+                folder_row(r._mapping)
                 for r in conn.execute(
                     sa.select(folders)
                     .where(folders.c.tenant == tenant, folders.c.user_key == user_key)

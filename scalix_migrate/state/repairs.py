@@ -13,6 +13,7 @@ from scalix_migrate.records import (
     LoadState,
 )
 from scalix_migrate.state.base import JournalBase
+from scalix_migrate.state.rows import ItemProblem
 from scalix_migrate.state.schema import (
     _chunks,
     _entry,
@@ -233,11 +234,11 @@ class RepairsJournal(JournalBase):
                 updated += 1
         return updated
 
-    def item_errors(self, tenant: str) -> list[dict[str, Any]]:
+    def item_errors(self, tenant: str) -> list[ItemProblem]:
         """``failed`` rows: messages that could not be read or written."""
         return self._rows_with_problems(tenant, messages.c.load_state == LoadState.failed.value)
 
-    def skipped_with_reason(self, tenant: str) -> list[dict[str, Any]]:
+    def skipped_with_reason(self, tenant: str) -> list[ItemProblem]:
         """``skipped`` rows that carry an error code (e.g. over-size, SXM-IMAP-006).
 
         Same columns as :meth:`item_errors`; rows skipped on purpose without a code (date
@@ -251,10 +252,10 @@ class RepairsJournal(JournalBase):
             ),
         )
 
-    def _rows_with_problems(self, tenant: str, which: Any) -> list[dict[str, Any]]:
+    def _rows_with_problems(self, tenant: str, which: Any) -> list[ItemProblem]:
         with self.engine.connect() as conn:
             return [
-                dict(r._mapping)
+                ItemProblem(**r._mapping)
                 for r in conn.execute(
                     sa.select(
                         messages.c.user_key,

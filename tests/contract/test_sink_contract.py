@@ -169,7 +169,7 @@ def test_rejected_item_is_recorded_and_the_rest_goes_on(sink: Sink) -> None:
     assert (result.appended, result.failed) == (2, 1)
     assert [f.code for f in result.item_errors] == ["SXM-DST-004"]
     errors = sink.journal.item_errors(cfg.tenant)
-    assert [(e["uid"], e["error_code"]) for e in errors] == [(2, "SXM-DST-004")]
+    assert [(e.uid, e.error_code) for e in errors] == [(2, "SXM-DST-004")]
     assert verify_user(cfg, sink.journal, sink.user).ok
 
 
@@ -195,9 +195,7 @@ def test_verify_reports_differences(sink: Sink, tamper: str) -> None:
             "INBOX",
             [Msg(mail(61), frozenset(), datetime.now(UTC))],
             uidvalidity=next(
-                iter(
-                    [r["uidvalidity"] for r in sink.journal.folder_rows(cfg.tenant, sink.user.key)]
-                )
+                iter([r.uidvalidity for r in sink.journal.folder_rows(cfg.tenant, sink.user.key)])
             ),
             first_uid=3,
         )

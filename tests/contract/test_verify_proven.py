@@ -87,7 +87,7 @@ def test_a_proof_does_not_hide_flag_changes_or_new_rows(sink: Sink) -> None:
         ident = next(iter(dest.messages("INBOX"))).id
         assert dest.set_flags("INBOX", {ident: frozenset({"\\Flagged"})}) == {}
     # A message loaded after the proof is read in full; the proven ones by metadata.
-    uv = next(r["uidvalidity"] for r in sink.journal.folder_rows(cfg.tenant, sink.user.key))
+    uv = next(r.uidvalidity for r in sink.journal.folder_rows(cfg.tenant, sink.user.key))
     sink.stage(
         cfg, "INBOX", [Msg(mail(70), frozenset(), datetime.now(UTC))], uidvalidity=uv, first_uid=3
     )

@@ -117,7 +117,7 @@ def test_full_extract_keeps_everything_and_leaves_the_source_alone(
     for r in rows:
         by_folder.setdefault(r.folder, []).append(r)
     assert set(by_folder) == {"INBOX", NESTED, CYRILLIC, "Sent Items"}
-    recorded = {r["folder"] for r in journal.folder_rows(cfg.tenant, user.key)}
+    recorded = {r.folder for r in journal.folder_rows(cfg.tenant, user.key)}
     assert set(folders) <= recorded  # empty folders too, so load creates them
     for seed in seeds:
         match = [r for r in by_folder[seed.folder] if r.sha256 == sha256_hex(seed.body)]
@@ -131,7 +131,7 @@ def test_full_extract_keeps_everything_and_leaves_the_source_alone(
     assert store.get(big_row.sha256) == big
     assert sum(1 for r in rows if r.message_id == "<same@example.test>") == 2
     assert sum(1 for r in rows if r.message_id is None) == 1
-    special = {r["folder"]: r["special"] for r in journal.folder_rows(cfg.tenant, user.key)}
+    special = {r.folder: r.special for r in journal.folder_rows(cfg.tenant, user.key)}
     assert special["Sent Items"] == "SentItems"
     assert special["INBOX"] == "Inbox"
 
@@ -242,9 +242,7 @@ def test_a_message_that_failed_to_fetch_is_fetched_again_on_the_next_run(
 
     first = extract_user(cfg, journal, user, mailbox=RefusingMailbox)
     assert (first.found, first.staged, first.failed) == (5, 4, 1)
-    assert [(e["uid"], e["error_code"]) for e in journal.item_errors(cfg.tenant)] == [
-        (3, "SXM-IMAP-004")
-    ]
+    assert [(e.uid, e.error_code) for e in journal.item_errors(cfg.tenant)] == [(3, "SXM-IMAP-004")]
 
     second = extract_user(cfg, journal, user, phase="delta")
 
@@ -307,10 +305,10 @@ def test_scalix_flags_special_folders_and_groupware_on_the_sandbox(
     assert result.staged == result.found > 0
     flags = {f for e in journal.entries(cfg.tenant, user.key) for f in e.flags}
     assert "\\X-Forwarded" in flags
-    rows = {r["folder"]: r for r in journal.folder_rows(cfg.tenant, user.key)}
-    specials = {r["special"] for r in rows.values()}
+    rows = {r.folder: r for r in journal.folder_rows(cfg.tenant, user.key)}
+    specials = {r.special for r in rows.values()}
     assert {"SentItems", "Calendar", "Contacts"} <= specials
-    assert rows["Calendar"]["folder_class"] == "IPF.Appointment"
+    assert rows["Calendar"].folder_class == "IPF.Appointment"
     assert result.ics_exported > 0
     assert result.ics_exported + result.vcf_exported + result.properties_only > result.ics_exported
     gw = StagingStore(cfg.options.staging_dir, cfg.tenant, user.key).root / "groupware"
@@ -346,8 +344,8 @@ def test_condstore_rerun_reads_only_what_changed(
     testbed.seed_messages(who, [SeedMessage("Ablage", mail(i), [], when) for i in range(5)])
     cfg = base_config(testbed, tmp_path)
     assert extract_user(cfg, journal, user).staged == 5
-    rows = {r["folder"]: r for r in journal.folder_rows(cfg.tenant, user.key)}
-    assert rows["Ablage"]["modseq"], "HIGHESTMODSEQ was not recorded"
+    rows = {r.folder: r for r in journal.folder_rows(cfg.tenant, user.key)}
+    assert rows["Ablage"].modseq, "HIGHESTMODSEQ was not recorded"
 
     _CountingMailbox.calls = []
     again = extract_user(cfg, journal, user, mailbox=_CountingMailbox)
@@ -366,7 +364,7 @@ def test_condstore_rerun_reads_only_what_changed(
     assert len(flag_calls) == 1
     folder, since, answered = flag_calls[0]
     assert folder == "Ablage"
-    assert since == int(rows["Ablage"]["modseq"])
+    assert since == int(rows["Ablage"].modseq)
     assert answered == [uid], "more than the changed message was read"
     flagged = [e for e in journal.entries(cfg.tenant, user.key) if e.uid == uid]
     assert "\\Flagged" in flagged[0].flags

@@ -46,7 +46,7 @@ def source_folders(cfg: TenantConfig, user: ScalixUser) -> dict[str, Counter[Key
 def assert_user_migrated_exactly(cfg: TenantConfig, journal: Journal, user: ScalixUser) -> int:
     """Assert every message of ``user`` arrived once, byte-identical; return how many."""
     expected = source_folders(cfg, user)
-    dest_names = {r["folder"]: r["dest_folder"] for r in journal.folder_rows(cfg.tenant, user.key)}
+    dest_names = {r.folder: r.dest_folder for r in journal.folder_rows(cfg.tenant, user.key)}
     unplanned = set(expected) - set(dest_names)
     assert not unplanned, f"folders never planned: {unplanned}"
     total = 0

@@ -182,11 +182,11 @@ def test_full_extract_stages_every_message_once_and_records_folders(
     assert by_uid["INBOX", 1].internaldate == T0
     store = StagingStore(cfg.options.staging_dir, "acme", USER.key)
     assert store.get(by_uid["INBOX/Projekte/Größe", 1].sha256) == mail(9)
-    folders = {r["folder"]: r for r in journal.folder_rows("acme", USER.key)}
+    folders = {r.folder: r for r in journal.folder_rows("acme", USER.key)}
     assert set(folders) == {"INBOX", "INBOX/Projekte/Größe", "Leer"}
-    assert folders["INBOX"]["highest_uid"] == 5
-    assert folders["INBOX"]["special"] == "Inbox"
-    assert folders["Leer"]["highest_uid"] == 0
+    assert folders["INBOX"].highest_uid == 5
+    assert folders["INBOX"].special == "Inbox"
+    assert folders["Leer"].highest_uid == 0
     assert server.connects == 1
 
 
@@ -265,7 +265,7 @@ def test_dropped_connection_mid_folder_resumes_from_cursor(
     with pytest.raises(TransientError):
         run(cfg, journal, server)
     rows = journal.folder_rows("acme", USER.key)
-    assert rows[0]["highest_uid"] == 6  # two batches committed, the third was in flight
+    assert rows[0].highest_uid == 6  # two batches committed, the third was in flight
     assert len(list(journal.entries("acme", USER.key))) == 6
 
     server.fail_after_batches = None
@@ -298,10 +298,8 @@ def test_filters_and_unreadable_messages_are_recorded_not_dropped(
     codes = {(p.uid, p.code) for p in result.item_errors}
     assert codes == {(big, "SXM-IMAP-006"), (bad, "SXM-IMAP-004")}
     failures = journal.item_errors("acme")
-    assert [(f["folder"], f["uid"], f["error_code"]) for f in failures] == [
-        ("INBOX", bad, "SXM-IMAP-004")
-    ]
-    assert journal.folder_rows("acme", USER.key)[0]["highest_uid"] == gone
+    assert [(f.folder, f.uid, f.error_code) for f in failures] == [("INBOX", bad, "SXM-IMAP-004")]
+    assert journal.folder_rows("acme", USER.key)[0].highest_uid == gone
 
 
 def test_user_without_message_store_is_an_empty_mailbox(tmp_path: Path, journal: Journal) -> None:
@@ -447,13 +445,13 @@ def test_failed_fetch_is_retried_on_the_next_run_and_becomes_staged(
     cfg = make_cfg(tmp_path)
     first = run(cfg, journal, server)
     assert (first.staged, first.failed, first.retried) == (2, 1, 0)
-    assert journal.folder_rows("acme", USER.key)[0]["highest_uid"] == 3  # moved past it
+    assert journal.folder_rows("acme", USER.key)[0].highest_uid == 3  # moved past it
 
     # Still refused: stays failed, counted again, nothing else fetched.
     again = run(cfg, journal, server, phase="delta")
     assert (again.found, again.retried, again.recovered, again.failed) == (0, 1, 0, 1)
     assert [(p.uid, p.code) for p in again.item_errors] == [(bad, "SXM-IMAP-004")]
-    assert [f["uid"] for f in journal.item_errors("acme")] == [bad]
+    assert [f.uid for f in journal.item_errors("acme")] == [bad]
 
     inbox.unreadable.clear()
     body, _, when = inbox.messages[bad]
@@ -489,7 +487,7 @@ def test_retry_of_an_expunged_message_keeps_it_failed_with_the_reason(
     again = run(cfg, journal, server, phase="delta")
     assert (again.retried, again.recovered, again.failed) == (0, 0, 1)
     (err,) = journal.item_errors("acme")
-    assert (err["uid"], err["error_code"], err["error_detail"]) == (
+    assert (err.uid, err.error_code, err.error_detail) == (
         bad,
         "SXM-IMAP-004",
         "no longer on the source",

@@ -283,8 +283,8 @@ def test_extract_retries_a_message_the_server_refused_once(tmp_path: Path) -> No
         rows = {e.uid: e for e in journal.entries("acme", USER.key)}
         assert rows[2].load_state is LoadState.failed
         assert rows[2].sha256 == "unfetched-42-2"
-        assert [f["uid"] for f in journal.item_errors("acme")] == [2]
-        cursors = {r["folder"]: r["highest_uid"] for r in journal.folder_rows("acme", USER.key)}
+        assert [f.uid for f in journal.item_errors("acme")] == [2]
+        cursors = {r.folder: r.highest_uid for r in journal.folder_rows("acme", USER.key)}
         assert cursors["INBOX"] == 3
         n_first = len(server.commands)
 

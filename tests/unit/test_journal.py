@@ -107,7 +107,7 @@ def test_uidvalidity_change_replans_and_twins_keep_their_load_state(journal: Jou
     assert (rows[(8, 10)].load_state, rows[(8, 10)].dest_uid) == (LoadState.loaded, "41")
     assert rows[(8, 11)].load_state is LoadState.staged
     assert rows[(7, 2)].load_state is LoadState.staged  # "b" is gone from the source
-    assert journal.folder_rows(TENANT, USER.key)[0]["replans"] == 1
+    assert journal.folder_rows(TENANT, USER.key)[0].replans == 1
 
 
 def test_set_load_state_and_counts(journal: Journal) -> None:
@@ -124,7 +124,7 @@ def test_set_load_state_and_counts(journal: Journal) -> None:
     assert journal.counts_by_state(TENANT) == {"loaded": 3, "failed": 1, "staged": 1}
     assert journal.counts_by_state(TENANT, "nobody@acme.test") == {}
     errors = journal.item_errors(TENANT)
-    assert [(e["uid"], e["error_code"]) for e in errors] == [(4, "SXM-DST-004")]
+    assert [(e.uid, e.error_code) for e in errors] == [(4, "SXM-DST-004")]
     assert [e.uid for e in journal.entries(TENANT, USER.key, states=[LoadState.staged])] == [5]
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterator
+from dataclasses import FrozenInstanceError
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,14 @@ import sqlalchemy
 from scalix_migrate import demo, demo_groupware, state, steps
 from scalix_migrate.config import TenantConfig, parse_config
 from scalix_migrate.discovery import Discovery
-from scalix_migrate.records import ScalixUser
+from scalix_migrate.records import (
+    ItemClass,
+    LedgerEntry,
+    LoadState,
+    ScalixUser,
+    SourceFolder,
+    SpecialFolder,
+)
 from scalix_migrate.report import write_reports
 from scalix_migrate.state import Journal
 
@@ -113,3 +122,32 @@ def test_the_steps_of_one_process_open_the_journal_once(
     assert demo_groupware.groupware_checks(cfg) == []
 
     assert opened == {"engine": 1, "create_all": 1, "inspect": 1}
+
+
+def test_queries_return_frozen_records_with_domain_types(journal: Journal) -> None:
+    inbox = SourceFolder("INBOX", "INBOX", "/", frozenset(), special=SpecialFolder.inbox)
+    cursor = journal.open_folder(TENANT, USER.key, inbox, 7, source_count=1)
+    journal.set_folder_modseq(TENANT, USER.key, "INBOX", 7, 42)
+    when = datetime(2024, 3, 1, 12, 30, tzinfo=UTC)
+    entry = LedgerEntry("INBOX", 7, 3, "a" * 64, 300, when, frozenset(), "<m@acme.test>")
+    journal.record_batch(TENANT, USER.key, cursor, [entry], 3)
+    ids = [e.id for e in journal.entries(TENANT, USER.key) if e.id is not None]
+    journal.set_load_state(ids, LoadState.failed, error_code="SXM-DST-004", error_detail="big")
+
+    (folder,) = journal.folder_rows(TENANT, USER.key)
+    assert isinstance(folder, state.FolderRow)
+    assert (folder.folder, folder.uidvalidity, folder.highest_uid) == ("INBOX", 7, 3)
+    assert folder.special is SpecialFolder.inbox
+    assert (folder.modseq, folder.source_count, folder.dest_folder) == (42, 1, None)
+    assert folder.updated_at is not None
+    assert folder.updated_at.tzinfo is not None
+    (problem,) = journal.item_errors(TENANT)
+    assert problem == state.ItemProblem(
+        USER.key, "INBOX", 7, 3, 300, "<m@acme.test>", "SXM-DST-004", "big"
+    )
+    with pytest.raises(FrozenInstanceError):
+        folder.highest_uid = 0  # type: ignore[misc]
+    (tally,) = journal.message_tallies(TENANT)
+    assert tally == state.MessageTally(USER.key, LoadState.failed, True, 1, 300)
+    assert journal.item_class_tallies(TENANT) == [state.ItemClassTally(USER.key, ItemClass.mail, 1)]
+    assert journal.folder_counts(TENANT) == {USER.key: 1}

@@ -96,9 +96,7 @@ def test_failures_frame_lists_failed_and_coded_skipped_rows_with_their_state(
     ]
     got = [(r.uid, r.state, r.error_code, r.size) for r in frame.itertuples(index=False)]
     assert got == [(2, "failed", "SXM-IMAP-004", 200), (3, "skipped", "SXM-IMAP-006", 300)]
-    assert journal.skipped_with_reason("acme")[0]["error_detail"] == (
-        "300 bytes > max_size_bytes 200"
-    )
+    assert journal.skipped_with_reason("acme")[0].error_detail == ("300 bytes > max_size_bytes 200")
 
 
 def test_failures_csv_and_summary_include_over_size_messages(
