@@ -319,7 +319,7 @@ def write_reports(journal: Journal, tenant: str, directory: Path) -> ReportFiles
     write_private(files.users_csv, users.to_csv(index=False))
     write_private(files.failures_csv, failures.to_csv(index=False))
     commands = pd.DataFrame(
-        journal.commands(tenant),
+        [asdict(c) for c in journal.commands(tenant)],
         columns=["id", "tenant", "at", "host", "command", "exit_status", "duration_s"],
     )
     write_private(files.commands_csv, commands.to_csv(index=False))

@@ -280,14 +280,14 @@ def unlock(cfg: TenantConfig, journal: Journal, *, admin: ScalixAdmin | None = N
     failed: list[str] = []
     try:
         for row in pending:
-            line = str(row["undo_command"])
+            line = row.undo_command
             try:
                 result = _run(admin, line)
             except TransientError as exc:
                 failed.append(f"{line} ({exc.message})")
                 continue
             if result.ok:
-                journal.mark_undone(int(row["id"]))
+                journal.mark_undone(row.id)
                 done.append(line)
             else:
                 failed.append(f"{line} (exit {result.exit_status}: {result.stderr.strip()[:200]})")

@@ -34,7 +34,12 @@ from scalix_migrate.state.ledger import LedgerJournal
 from scalix_migrate.state.ops import OpsJournal
 from scalix_migrate.state.preflight_log import PreflightJournal, preflight_findings
 from scalix_migrate.state.repairs import RepairsJournal
-from scalix_migrate.state.rows import FolderRow, ItemProblem
+from scalix_migrate.state.rows import (
+    CommandRecord,
+    FolderRow,
+    ItemProblem,
+    ServiceChange,
+)
 from scalix_migrate.state.schema import (
     UserRow,
     UserStatus,
@@ -53,11 +58,13 @@ from scalix_migrate.state.tallies import ItemClassTally, MessageTally, TalliesJo
 from scalix_migrate.state.user_state import UsersJournal
 
 __all__ = [
+    "CommandRecord",
     "FolderRow",
     "ItemClassTally",
     "ItemProblem",
     "Journal",
     "MessageTally",
+    "ServiceChange",
     "UserRow",
     "UserStatus",
     "command_log",

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import sqlalchemy as sa
 
 from scalix_migrate.state.base import JournalBase
+from scalix_migrate.state.rows import CommandRecord, ServiceChange
 from scalix_migrate.state.schema import (
+    _aware,
     _now,
     command_log,
     service_changes,
@@ -32,11 +32,19 @@ class OpsJournal(JournalBase):
             assert key is not None  # an INSERT into a table with an integer primary key
             return int(key[0])
 
-    def pending_undos(self, tenant: str) -> list[dict[str, Any]]:
+    def pending_undos(self, tenant: str) -> list[ServiceChange]:
         """Changes not yet undone, newest first (undo in reverse order)."""
         with self.engine.connect() as conn:
             return [
-                dict(r._mapping)
+                ServiceChange(
+                    id=int(r.id),
+                    tenant=r.tenant,
+                    kind=r.kind,
+                    target=r.target,
+                    undo_command=r.undo_command,
+                    done_at=_aware(r.done_at) or r.done_at,
+                    undone_at=_aware(r.undone_at),
+                )
                 for r in conn.execute(
                     sa.select(service_changes)
                     .where(
@@ -69,10 +77,19 @@ class OpsJournal(JournalBase):
                 )
             )
 
-    def commands(self, tenant: str) -> list[dict[str, Any]]:
+    def commands(self, tenant: str) -> list[CommandRecord]:
+        """Every logged remote command of the tenant, in the order they ran."""
         with self.engine.connect() as conn:
             return [
-                dict(r._mapping)
+                CommandRecord(
+                    id=int(r.id),
+                    tenant=r.tenant,
+                    at=_aware(r.at) or r.at,
+                    host=r.host,
+                    command=r.command,
+                    exit_status=r.exit_status,
+                    duration_s=r.duration_s,
+                )
                 for r in conn.execute(
                     sa.select(command_log)
                     .where(command_log.c.tenant == tenant)

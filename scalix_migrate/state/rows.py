@@ -61,3 +61,29 @@ class ItemProblem:
     message_id: str | None
     error_code: str | None
     error_detail: str | None
+
+
+@dataclass(frozen=True)
+class ServiceChange:
+    """A change restart-service made on the Scalix server, and the command that undoes it."""
+
+    id: int
+    tenant: str
+    kind: str  # "service-stopped", "account-locked"
+    target: str
+    undo_command: str
+    done_at: datetime
+    undone_at: datetime | None
+
+
+@dataclass(frozen=True)
+class CommandRecord:
+    """One remote command line run on the Scalix server, as logged."""
+
+    id: int
+    tenant: str
+    at: datetime
+    host: str | None
+    command: str
+    exit_status: int | None
+    duration_s: float | None

@@ -102,9 +102,9 @@ def test_restart_waited_for_then_everything_let_back_in(
         assert len(journal.pending_undos(cfg.tenant)) == 3
     assert snapshot(bed) == before
     assert journal.pending_undos(cfg.tenant) == []
-    logged = [c["command"] for c in journal.commands(cfg.tenant)]
+    logged = [c.command for c in journal.commands(cfg.tenant)]
     assert any("service scalix restart" in c for c in logged)
-    assert all(c["exit_status"] == 0 for c in journal.commands(cfg.tenant))
+    assert all(c.exit_status == 0 for c in journal.commands(cfg.tenant))
 
 
 @pytest.mark.usefixtures("healthy")
@@ -118,7 +118,7 @@ def test_service_that_stays_down_fails_naming_it_and_users_get_back_in(
         pytest.fail("the body must not run when Scalix stays down")
     assert err.value.code == "SXM-SVC-001"
     assert "SMTP Relay" in err.value.message
-    restarts = [c for c in journal.commands(cfg.tenant) if "service scalix restart" in c["command"]]
+    restarts = [c for c in journal.commands(cfg.tenant) if "service scalix restart" in c.command]
     assert len(restarts) == 2
     d = bed.directory()
     assert d.find(u.auth_id).locked is False  # type: ignore[union-attr]

@@ -151,3 +151,24 @@ def test_queries_return_frozen_records_with_domain_types(journal: Journal) -> No
     assert tally == state.MessageTally(USER.key, LoadState.failed, True, 1, 300)
     assert journal.item_class_tallies(TENANT) == [state.ItemClassTally(USER.key, ItemClass.mail, 1)]
     assert journal.folder_counts(TENANT) == {USER.key: 1}
+
+
+def test_service_changes_and_commands_come_back_as_records(journal: Journal) -> None:
+    first = journal.record_change(TENANT, "account-locked", USER.key, "omon -u kim")
+    second = journal.record_change(TENANT, "service-stopped", "imap", "omon imap")
+    journal.mark_undone(first)
+    journal.log_command(TENANT, "scalix.acme.test", "omshowu -n kim", 0, 0.25)
+
+    (change,) = journal.pending_undos(TENANT)
+    assert isinstance(change, state.ServiceChange)
+    assert (change.id, change.kind, change.undo_command) == (second, "service-stopped", "omon imap")
+    assert change.done_at.tzinfo is not None
+    assert change.undone_at is None
+    (command,) = journal.commands(TENANT)
+    assert isinstance(command, state.CommandRecord)
+    assert (command.host, command.command, command.exit_status) == (
+        "scalix.acme.test",
+        "omshowu -n kim",
+        0,
+    )
+    assert command.at.tzinfo is not None
