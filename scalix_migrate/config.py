@@ -33,7 +33,7 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 
 from scalix_migrate.errors import ConfigError
-from scalix_migrate.secrets import SecretRef
+from scalix_migrate.secrets import KNOWN_SCHEMES, SecretRef
 
 
 class _Model(BaseModel):
@@ -560,14 +560,26 @@ def parse_config(text: str, filename: str = "<config>") -> TenantConfig:
     if not cfg.allow_inline_secrets:
         for dotted in inline_secret_paths(cfg):
             where = lines.get(tuple(dotted.split(".")), 1)
-            problems.append(
-                f"{filename}:{where} {dotted}: expected a secret reference (${{ENV_VAR}}, "
-                "file:/path or prefect-secret:NAME), got an inline secret; move it out of the "
-                "file or set allow_inline_secrets: true"
-            )
+            problems.append(f"{filename}:{where} {dotted}: {_inline_problem(cfg, dotted)}")
     if problems:
         raise ConfigError(problems[0], problems=problems)
     return cfg
+
+
+def _inline_problem(cfg: TenantConfig, dotted: str) -> str:
+    """Why the inline secret at ``dotted`` is refused; the value itself is never shown."""
+    value: Any = cfg
+    for part in dotted.split("."):
+        value = getattr(value, part)
+    if isinstance(value, SecretRef) and value.unknown_scheme:
+        return (
+            f"expected a secret reference with a known scheme ({KNOWN_SCHEMES}), got a "
+            "'scheme:' prefix that is none of them; fix the scheme's spelling"
+        )
+    return (
+        f"expected a secret reference ({KNOWN_SCHEMES}), got an inline secret; move it out "
+        "of the file or set allow_inline_secrets: true"
+    )
 
 
 class _Loader(yaml.SafeLoader):

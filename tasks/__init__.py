@@ -15,7 +15,6 @@ from typing import Any
 
 from prefect import Task, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.blocks.system import Secret
 from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import State, TaskRun
@@ -28,19 +27,10 @@ from scalix_migrate.discovery import Discovery
 from scalix_migrate.errors import is_retryable
 from scalix_migrate.records import ScalixUser
 from scalix_migrate.report import write_reports
-from scalix_migrate.secrets import register_resolver
 
 # The decorators' retry settings are only what a task called on its own gets; the flow
 # applies options.retries of the tenant config to every step (see for_config).
 RETRY_DELAYS_S: list[float] = [2, 5, 15]
-
-
-def _load_prefect_secret(name: str) -> str:
-    block: Secret[str] = Secret.load(name)  # type: ignore[assignment]  # sync in sync context
-    return str(block.get())
-
-
-register_resolver("prefect-secret", _load_prefect_secret)
 
 
 def retry_transient(task: Task[Any, Any], task_run: TaskRun, state: State[Any]) -> bool:

@@ -237,3 +237,36 @@ def test_an_unknown_placeholder_is_refused_at_validate_time() -> None:
     (problem,) = _problems(GOOD.replace("path: out/{email}", "path: out/{emial}"))
     assert problem.startswith("configs/acme.yaml:12 destination.path: expected placeholders")
     assert "{emial} is not one" in problem
+
+
+@pytest.mark.parametrize("value", ["vault:acme/admin", "prefect-secrets:acme-admin"])
+def test_an_unknown_secret_scheme_names_the_field_and_the_known_schemes(value: str) -> None:
+    problems = _problems(GOOD.replace("${SXM_TEST_ADMIN_PW}", value))
+    assert problems == [
+        "configs/acme.yaml:6 source.admin_password: expected a secret reference with a known "
+        "scheme (${ENV_VAR}, file:/path or prefect-secret:NAME), got a 'scheme:' prefix that "
+        "is none of them; fix the scheme's spelling"
+    ]
+    assert not any(value in p for p in problems)  # the value may be a password after all
+
+
+def test_every_secret_scheme_has_a_resolver_without_registration() -> None:
+    import typing
+
+    from scalix_migrate.secrets import RESOLVERS, SecretKind
+
+    assert set(RESOLVERS) == set(typing.get_args(SecretKind))
+
+
+def test_the_config_resolves_secrets_without_importing_prefect() -> None:
+    # Prefect is imported by the prefect-secret: resolver when it is used, never before.
+    code = (
+        "import sys, os; os.environ['SXM_T'] = 'x'; "
+        "import scalix_migrate.config, scalix_migrate.secrets as s; "
+        "assert s.SecretRef.parse('${SXM_T}').resolve() == 'x'; "
+        "print(sorted(m for m in ('prefect', 'tasks') if m in sys.modules))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert proc.stdout.strip() == "[]"
