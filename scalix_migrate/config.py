@@ -14,7 +14,7 @@ import re
 import string
 import typing
 import zoneinfo
-from datetime import date
+from datetime import date, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -23,6 +23,7 @@ import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -319,34 +320,37 @@ class FolderOptions(Selection):
     renames: list[FolderRename] = Field(default_factory=list)
 
 
+def _calendar_date(value: object) -> object:
+    """``YYYY-MM-DD`` text (as the YAML loader leaves it) or a date; nothing else is a date here.
+
+    Pydantic's own date parsing would also take a Unix timestamp or a datetime string."""
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return value
+    if isinstance(value, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            pass  # 2024-13-45: the shape of a date, not a day of the calendar
+    raise ValueError("expected a real calendar date YYYY-MM-DD")
+
+
+#: A day of the calendar, written ``YYYY-MM-DD`` in the YAML; a ``datetime.date`` in the model.
+CalendarDate = Annotated[
+    date,
+    BeforeValidator(_calendar_date),
+    Field(json_schema_extra={"expected": "a calendar date YYYY-MM-DD"}),
+]
+
+
 class MessageOptions(_Model):
-    since: str | None = Field(
-        None,
-        pattern=r"^\d{4}-\d{2}-\d{2}$",
-        json_schema_extra={"expected": "a calendar date YYYY-MM-DD"},
-    )
-    before: str | None = Field(
-        None,
-        pattern=r"^\d{4}-\d{2}-\d{2}$",
-        json_schema_extra={"expected": "a calendar date YYYY-MM-DD"},
-    )
+    since: CalendarDate | None = Field(None, description="only messages from this day on")
+    before: CalendarDate | None = Field(None, description="only messages before this day")
     max_size_bytes: Annotated[int, Field(ge=1)] | None = None
     skip_deleted: bool = True
 
-    @field_validator("since", "before")
-    @classmethod
-    def _real_date(cls, v: str | None) -> str | None:
-        # The pattern admits 2024-13-45; the calendar does not.
-        if v is not None:
-            try:
-                date.fromisoformat(v)
-            except ValueError:
-                raise ValueError("expected a real calendar date YYYY-MM-DD") from None
-        return v
-
     @model_validator(mode="after")
     def _since_before_before(self) -> MessageOptions:
-        if self.since and self.before and self.since >= self.before:
+        if self.since is not None and self.before is not None and self.since >= self.before:
             raise ValueError(
                 f"since ({self.since}) must be earlier than before ({self.before}): "
                 "no message could be selected"

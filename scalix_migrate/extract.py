@@ -46,7 +46,6 @@ import re
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import date
 from email.parser import BytesHeaderParser
 from email.policy import compat32
 from typing import Literal
@@ -351,8 +350,7 @@ class _FolderRun:
         self.store, self.tally, self.feed = store, tally, feed
         self.committer = _Committer(journal, cfg.tenant, user.key, feed)
         msg = cfg.options.messages
-        self.since = date.fromisoformat(msg.since) if msg.since else None
-        self.before = date.fromisoformat(msg.before) if msg.before else None
+        self.since, self.before = msg.since, msg.before
 
     def _excluded(self, info: MessageInfo) -> tuple[str | None, str] | None:
         """(code, detail) when a message is filtered out before fetching, else None."""

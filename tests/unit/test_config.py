@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from datetime import date
 from pathlib import Path
 
 import pytest
 
-from scalix_migrate.config import TLSMode, load_config, parse_config
+from scalix_migrate.config import TenantConfig, TLSMode, load_config, parse_config
 from scalix_migrate.errors import ConfigError
 from scalix_migrate.secrets import SecretRef
 
@@ -228,9 +229,30 @@ def test_values_are_checked_for_meaning_not_only_shape(extra: str, expected: str
     assert _problems(_with_options(extra)) == [expected]
 
 
-def test_an_unquoted_date_is_a_date_too() -> None:
+@pytest.mark.parametrize("written", ["2024-01-31", '"2024-01-31"'])
+def test_since_and_before_are_dates_quoted_or_not(written: str) -> None:
+    text = GOOD + f"options:\n  messages:\n    since: {written}\n    before: 2024-03-01\n"
+    messages = parse_config(text, "x.yaml").options.messages
+    assert messages.since == date(2024, 1, 31)
+    assert messages.before == date(2024, 3, 1)
+    assert type(messages.since) is date
+
+
+def test_dates_survive_the_prefect_parameter_round_trip() -> None:
+    # Deployments store the config as JSON; the flow run validates it back.
     cfg = parse_config(GOOD + "options:\n  messages:\n    since: 2024-01-31\n", "x.yaml")
-    assert cfg.options.messages.since == "2024-01-31"
+    dumped = cfg.model_dump(mode="json")
+    assert dumped["options"]["messages"]["since"] == "2024-01-31"
+    assert TenantConfig.model_validate(dumped).options.messages.since == date(2024, 1, 31)
+
+
+@pytest.mark.parametrize("written", ["1706659200", "2024-01-31T00:00:00", "31.01.2024"])
+def test_only_a_calendar_date_is_a_date(written: str) -> None:
+    # Pydantic alone would read a Unix timestamp or a midnight datetime as a date.
+    (problem,) = _problems(GOOD + f"options:\n  messages:\n    since: {written}\n")
+    assert problem.startswith(
+        "configs/acme.yaml:15 options.messages.since: expected a calendar date YYYY-MM-DD, got "
+    )
 
 
 def test_an_unknown_placeholder_is_refused_at_validate_time() -> None:
