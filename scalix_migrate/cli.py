@@ -24,6 +24,7 @@ from rich.progress import TaskID
 
 from scalix_migrate.config import (
     INLINE_REFUSED_BY_PREFECT,
+    Phase,
     TenantConfig,
     inline_secret_problems,
     load_config,
@@ -104,14 +105,11 @@ def run(
     only_failed: Annotated[
         bool, typer.Option(help="rerun the users not done: failed, excluded or paused")
     ] = False,
-    phase: Annotated[str, typer.Option(help="full, or delta (only what is new)")] = "full",
+    phase: Annotated[Phase, typer.Option(help="full, or delta (only what is new)")] = Phase.full,
     dry_run: Annotated[bool, typer.Option(help="discover and check; move nothing")] = False,
 ) -> None:
     """Run the migration flow for one tenant."""
     cfg = _config(file)
-    if phase not in ("full", "delta"):
-        err.print("--phase: expected full or delta")
-        raise typer.Exit(2)
     inline = inline_secret_problems(file, cfg, why=INLINE_REFUSED_BY_PREFECT)
     if inline:
         print("\n".join(inline), file=sys.stderr)

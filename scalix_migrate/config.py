@@ -55,6 +55,16 @@ class TLSMode(StrEnum):
     none = "none"
 
 
+class Phase(StrEnum):
+    """A run's phase: full copies everything, delta what is new since and changed flags."""
+
+    # The one definition for config, CLI, flow, tasks and steps. A StrEnum: the flow parameter
+    # takes "full"/"delta" from deployments and the Prefect UI (the docstring is its help
+    # there), and a phase prints and compares as its name.
+    full = "full"
+    delta = "delta"
+
+
 #: What a per-user template (login_template, destination paths, token_command) may use.
 USER_PLACEHOLDERS = ("email", "local_part", "domain", "auth_id", "display_name", "tenant")
 
@@ -445,7 +455,7 @@ class DeploymentOptions(_Model):
             raise ValueError("expected an IANA time zone such as UTC or Europe/Berlin") from None
         return v
 
-    schedule_phase: Literal["full", "delta"] = "delta"
+    schedule_phase: Phase = Phase.delta
 
 
 def _known_preflight_code(entry: str) -> str:

@@ -22,7 +22,7 @@ from prefect.concurrency.sync import concurrency
 from prefect.runtime import task_run as task_run_runtime
 
 from scalix_migrate import steps
-from scalix_migrate.config import TenantConfig
+from scalix_migrate.config import Phase, TenantConfig
 from scalix_migrate.discovery import Discovery
 from scalix_migrate.errors import is_retryable
 from scalix_migrate.records import ScalixUser
@@ -85,7 +85,7 @@ class Steps:
     preflight_validate: Task[[TenantConfig, Discovery, list[str] | None], list[dict[str, str]]]
     restart_service: Task[[TenantConfig, list[ScalixUser], bool], list[str]]
     let_users_in: Task[[TenantConfig], list[str]]
-    transfer_user: Task[[TenantConfig, ScalixUser, steps.Phase], dict[str, Any]]
+    transfer_user: Task[[TenantConfig, ScalixUser, Phase], dict[str, Any]]
     groupware_user: Task[[TenantConfig, ScalixUser], dict[str, Any]]
     verify_user: Task[[TenantConfig, ScalixUser], dict[str, Any]]
 
@@ -222,7 +222,7 @@ def let_users_in(config: TenantConfig) -> list[str]:
     retry_condition_fn=retry_transient,
     task_run_name="transfer-{user.key}",
 )
-def transfer_user(config: TenantConfig, user: ScalixUser, phase: steps.Phase) -> dict[str, Any]:
+def transfer_user(config: TenantConfig, user: ScalixUser, phase: Phase) -> dict[str, Any]:
     """Extract the user's mailbox and load it while it is read (one task: both run at once).
 
     A retry resumes both from the journal: nothing is fetched or appended twice. The source
