@@ -22,6 +22,7 @@ import typer
 from rich.console import Console
 from rich.progress import TaskID
 
+from scalix_migrate.codes import PREFLIGHT_CODES
 from scalix_migrate.config import (
     INLINE_REFUSED_BY_PREFECT,
     Phase,
@@ -29,7 +30,7 @@ from scalix_migrate.config import (
     inline_secret_problems,
     load_config,
 )
-from scalix_migrate.errors import CATALOGUE, ConfigError, MigrationError
+from scalix_migrate.errors import ERROR_CODES, ConfigError, MigrationError
 from scalix_migrate.private import private_prefect_home
 
 app = typer.Typer(
@@ -316,8 +317,6 @@ def deploy(
 
 def codes_markdown() -> str:
     """Every error and preflight code with its remedy, one line each (docs/codes.md)."""
-    from scalix_migrate.preflight import PREFLIGHT_CODES
-
     lines = [
         "# Codes",
         "",
@@ -327,7 +326,7 @@ def codes_markdown() -> str:
         "",
         "| code | what | fix |",
         "|---|---|---|",
-        *[f"| {c.code} | {c.title} | {c.remedy} |" for c in CATALOGUE.values()],
+        *[f"| {c.code} | {c.title} | {c.remedy} |" for c in ERROR_CODES.values()],
         "",
         "## Preflight findings",
         "",
@@ -349,9 +348,7 @@ def codes(
     if markdown:
         sys.stdout.write(codes_markdown())
         return
-    from scalix_migrate.preflight import PREFLIGHT_CODES
-
-    for c in CATALOGUE.values():
+    for c in ERROR_CODES.values():
         print(f"{c.code}  {c.title}: {c.remedy}")
     for p in PREFLIGHT_CODES.values():
         print(f"{p.code}  [{p.severity.value}] {p.title}: {p.remedy}")

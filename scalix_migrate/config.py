@@ -33,6 +33,7 @@ from pydantic import (
 )
 from pydantic.fields import FieldInfo
 
+from scalix_migrate.codes import PREFLIGHT_CODES
 from scalix_migrate.errors import ConfigError
 from scalix_migrate.secrets import KNOWN_SCHEMES, SecretRef
 
@@ -459,9 +460,6 @@ class DeploymentOptions(_Model):
 
 
 def _known_preflight_code(entry: str) -> str:
-    # Imported here: preflight imports this module.
-    from scalix_migrate.preflight import PREFLIGHT_CODES
-
     if entry.split(":", 1)[0].strip().upper() not in PREFLIGHT_CODES:
         raise ValueError(
             "a preflight code listed by `scalix-migrate codes` (CODE, or CODE:user for one "
