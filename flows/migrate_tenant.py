@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 from uuid import UUID
 
 from prefect import Flow, flow, get_run_logger
@@ -26,7 +26,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 import tasks
 from flows.quiet_failure import quiet_designed_failures
 from scalix_migrate import steps
-from scalix_migrate.config import TenantConfig
+from scalix_migrate.config import Phase, TenantConfig
 from scalix_migrate.records import ScalixUser
 
 # The pool only bounds threads; how many users run at once is options.concurrency.users,
@@ -86,7 +86,7 @@ def migrate_tenant(
     config: TenantConfig,
     users: list[str] | None = None,
     only_failed: bool = False,
-    phase: Literal["full", "delta"] = "full",
+    phase: Phase = Phase.full,
     dry_run: bool = False,
 ) -> State[Any]:
     """Migrate a tenant's users; Failed (naming them) when any user failed."""
@@ -101,7 +101,7 @@ def _procedure(
     config: TenantConfig,
     users: list[str] | None,
     only_failed: bool,
-    phase: Literal["full", "delta"],
+    phase: Phase,
     dry_run: bool,
 ) -> State[Any]:
     logger = get_run_logger()
@@ -214,7 +214,7 @@ def _migrate_users(
     config: TenantConfig,
     step: tasks.Steps,
     users: list[ScalixUser],
-    phase: Literal["full", "delta"],
+    phase: Phase,
 ) -> tuple[list[str], list[str]]:
     """Run transfer (extract and load at once) -> verify per user.
 

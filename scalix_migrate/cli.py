@@ -22,13 +22,15 @@ import typer
 from rich.console import Console
 from rich.progress import TaskID
 
+from scalix_migrate.codes import PREFLIGHT_CODES
 from scalix_migrate.config import (
     INLINE_REFUSED_BY_PREFECT,
+    Phase,
     TenantConfig,
     inline_secret_problems,
     load_config,
 )
-from scalix_migrate.errors import CATALOGUE, ConfigError, MigrationError
+from scalix_migrate.errors import ERROR_CODES, ConfigError, MigrationError
 from scalix_migrate.private import private_prefect_home
 
 app = typer.Typer(
@@ -104,14 +106,11 @@ def run(
     only_failed: Annotated[
         bool, typer.Option(help="rerun the users not done: failed, excluded or paused")
     ] = False,
-    phase: Annotated[str, typer.Option(help="full, or delta (only what is new)")] = "full",
+    phase: Annotated[Phase, typer.Option(help="full, or delta (only what is new)")] = Phase.full,
     dry_run: Annotated[bool, typer.Option(help="discover and check; move nothing")] = False,
 ) -> None:
     """Run the migration flow for one tenant."""
     cfg = _config(file)
-    if phase not in ("full", "delta"):
-        err.print("--phase: expected full or delta")
-        raise typer.Exit(2)
     inline = inline_secret_problems(file, cfg, why=INLINE_REFUSED_BY_PREFECT)
     if inline:
         print("\n".join(inline), file=sys.stderr)
@@ -320,8 +319,6 @@ def deploy(
 
 def codes_markdown() -> str:
     """Every error and preflight code with its remedy, one line each (docs/codes.md)."""
-    from scalix_migrate.preflight import PREFLIGHT_CODES
-
     lines = [
         "# Codes",
         "",
@@ -331,7 +328,7 @@ def codes_markdown() -> str:
         "",
         "| code | what | fix |",
         "|---|---|---|",
-        *[f"| {c.code} | {c.title} | {c.remedy} |" for c in CATALOGUE.values()],
+        *[f"| {c.code} | {c.title} | {c.remedy} |" for c in ERROR_CODES.values()],
         "",
         "## Preflight findings",
         "",
@@ -353,9 +350,7 @@ def codes(
     if markdown:
         sys.stdout.write(codes_markdown())
         return
-    from scalix_migrate.preflight import PREFLIGHT_CODES
-
-    for c in CATALOGUE.values():
+    for c in ERROR_CODES.values():
         print(f"{c.code}  {c.title}: {c.remedy}")
     for p in PREFLIGHT_CODES.values():
         print(f"{p.code}  [{p.severity.value}] {p.title}: {p.remedy}")

@@ -14,7 +14,7 @@ import re
 import string
 import typing
 import zoneinfo
-from datetime import date
+from datetime import date, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -23,6 +23,7 @@ import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -32,8 +33,9 @@ from pydantic import (
 )
 from pydantic.fields import FieldInfo
 
+from scalix_migrate.codes import PREFLIGHT_CODES
 from scalix_migrate.errors import ConfigError
-from scalix_migrate.secrets import SecretRef
+from scalix_migrate.secrets import KNOWN_SCHEMES, SecretRef
 
 
 class _Model(BaseModel):
@@ -52,6 +54,16 @@ class TLSMode(StrEnum):
     implicit = "implicit"
     starttls = "starttls"
     none = "none"
+
+
+class Phase(StrEnum):
+    """A run's phase: full copies everything, delta what is new since and changed flags."""
+
+    # The one definition for config, CLI, flow, tasks and steps. A StrEnum: the flow parameter
+    # takes "full"/"delta" from deployments and the Prefect UI (the docstring is its help
+    # there), and a phase prints and compares as its name.
+    full = "full"
+    delta = "delta"
 
 
 #: What a per-user template (login_template, destination paths, token_command) may use.
@@ -319,34 +331,37 @@ class FolderOptions(Selection):
     renames: list[FolderRename] = Field(default_factory=list)
 
 
+def _calendar_date(value: object) -> object:
+    """``YYYY-MM-DD`` text (as the YAML loader leaves it) or a date; nothing else is a date here.
+
+    Pydantic's own date parsing would also take a Unix timestamp or a datetime string."""
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return value
+    if isinstance(value, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            pass  # 2024-13-45: the shape of a date, not a day of the calendar
+    raise ValueError("expected a real calendar date YYYY-MM-DD")
+
+
+#: A day of the calendar, written ``YYYY-MM-DD`` in the YAML; a ``datetime.date`` in the model.
+CalendarDate = Annotated[
+    date,
+    BeforeValidator(_calendar_date),
+    Field(json_schema_extra={"expected": "a calendar date YYYY-MM-DD"}),
+]
+
+
 class MessageOptions(_Model):
-    since: str | None = Field(
-        None,
-        pattern=r"^\d{4}-\d{2}-\d{2}$",
-        json_schema_extra={"expected": "a calendar date YYYY-MM-DD"},
-    )
-    before: str | None = Field(
-        None,
-        pattern=r"^\d{4}-\d{2}-\d{2}$",
-        json_schema_extra={"expected": "a calendar date YYYY-MM-DD"},
-    )
+    since: CalendarDate | None = Field(None, description="only messages from this day on")
+    before: CalendarDate | None = Field(None, description="only messages before this day")
     max_size_bytes: Annotated[int, Field(ge=1)] | None = None
     skip_deleted: bool = True
 
-    @field_validator("since", "before")
-    @classmethod
-    def _real_date(cls, v: str | None) -> str | None:
-        # The pattern admits 2024-13-45; the calendar does not.
-        if v is not None:
-            try:
-                date.fromisoformat(v)
-            except ValueError:
-                raise ValueError("expected a real calendar date YYYY-MM-DD") from None
-        return v
-
     @model_validator(mode="after")
     def _since_before_before(self) -> MessageOptions:
-        if self.since and self.before and self.since >= self.before:
+        if self.since is not None and self.before is not None and self.since >= self.before:
             raise ValueError(
                 f"since ({self.since}) must be earlier than before ({self.before}): "
                 "no message could be selected"
@@ -441,13 +456,10 @@ class DeploymentOptions(_Model):
             raise ValueError("expected an IANA time zone such as UTC or Europe/Berlin") from None
         return v
 
-    schedule_phase: Literal["full", "delta"] = "delta"
+    schedule_phase: Phase = Phase.delta
 
 
 def _known_preflight_code(entry: str) -> str:
-    # Imported here: preflight imports this module.
-    from scalix_migrate.preflight import PREFLIGHT_CODES
-
     if entry.split(":", 1)[0].strip().upper() not in PREFLIGHT_CODES:
         raise ValueError(
             "a preflight code listed by `scalix-migrate codes` (CODE, or CODE:user for one "
@@ -560,14 +572,26 @@ def parse_config(text: str, filename: str = "<config>") -> TenantConfig:
     if not cfg.allow_inline_secrets:
         for dotted in inline_secret_paths(cfg):
             where = lines.get(tuple(dotted.split(".")), 1)
-            problems.append(
-                f"{filename}:{where} {dotted}: expected a secret reference (${{ENV_VAR}}, "
-                "file:/path or prefect-secret:NAME), got an inline secret; move it out of the "
-                "file or set allow_inline_secrets: true"
-            )
+            problems.append(f"{filename}:{where} {dotted}: {_inline_problem(cfg, dotted)}")
     if problems:
         raise ConfigError(problems[0], problems=problems)
     return cfg
+
+
+def _inline_problem(cfg: TenantConfig, dotted: str) -> str:
+    """Why the inline secret at ``dotted`` is refused; the value itself is never shown."""
+    value: Any = cfg
+    for part in dotted.split("."):
+        value = getattr(value, part)
+    if isinstance(value, SecretRef) and value.unknown_scheme:
+        return (
+            f"expected a secret reference with a known scheme ({KNOWN_SCHEMES}), got a "
+            "'scheme:' prefix that is none of them; fix the scheme's spelling"
+        )
+    return (
+        f"expected a secret reference ({KNOWN_SCHEMES}), got an inline secret; move it out "
+        "of the file or set allow_inline_secrets: true"
+    )
 
 
 class _Loader(yaml.SafeLoader):

@@ -81,7 +81,7 @@ def plan(cfg: TenantConfig) -> TenantDeployment:
         cron=dep.schedule_cron,
         concurrency_limit=dep.concurrency_limit,
         timezone=dep.schedule_timezone,
-        schedule_parameters={"phase": dep.schedule_phase},
+        schedule_parameters={"phase": dep.schedule_phase.value},
     )
 
 

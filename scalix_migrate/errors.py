@@ -11,23 +11,14 @@
     ├── UserError                  this user fails, the tenant goes on
     └── FatalError                 stop the whole tenant
 
-Each code in ``CATALOGUE`` has a one-line remedy; the README lists them all. Messages are
+Each code in ``CATALOGUE`` (these errors' and the preflight findings' of
+:mod:`scalix_migrate.codes`) has a one-line remedy; docs/codes.md lists them all. Messages are
 built from names and codes only: a password, token or message body never goes into one.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-
-@dataclass(frozen=True)
-class Code:
-    """A stable error or finding code and the operator's next step."""
-
-    code: str
-    title: str
-    remedy: str
-
+from scalix_migrate.codes import PREFLIGHT_CODES, Code
 
 _CODES = [
     # configuration
@@ -266,7 +257,10 @@ _CODES = [
     ),
 ]
 
-CATALOGUE: dict[str, Code] = {c.code: c for c in _CODES}
+#: The codes an error (:class:`MigrationError`) may carry.
+ERROR_CODES: dict[str, Code] = {c.code: c for c in _CODES}
+#: Every code this tool raises or reports: errors (SXM-*) and preflight findings (PF-*).
+CATALOGUE: dict[str, Code] = {**ERROR_CODES, **PREFLIGHT_CODES}
 
 
 class MigrationError(Exception):
@@ -285,8 +279,9 @@ class MigrationError(Exception):
         remedy: str | None = None,
     ) -> None:
         self.code = code or self.default_code
-        if self.code not in CATALOGUE:
-            raise ValueError(f"unknown error code {self.code!r}")
+        if self.code not in ERROR_CODES:
+            # Loudly, where it is made: a typo must not invent a code nobody can look up.
+            raise ValueError(f"unknown error code {self.code!r}: not in errors.ERROR_CODES")
         self.message = message
         self.user = user
         self.folder = folder

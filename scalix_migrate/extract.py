@@ -46,13 +46,11 @@ import re
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import date
 from email.parser import BytesHeaderParser
 from email.policy import compat32
-from typing import Literal
 
 from scalix_migrate import groupware
-from scalix_migrate.config import FolderOptions, TenantConfig
+from scalix_migrate.config import FolderOptions, Phase, TenantConfig
 from scalix_migrate.errors import ItemError, UserError
 from scalix_migrate.feed import LoadFeed, LoadStopped
 from scalix_migrate.ratelimit import limiter_for
@@ -70,8 +68,6 @@ from scalix_migrate.staging import StagingBatch, StagingStore
 from scalix_migrate.state import Journal
 
 log = logging.getLogger(__name__)
-
-Phase = Literal["full", "delta"]
 
 _CLASS_BY_PREFIX = [  # X-Scalix-Class (IPM.*) prefix -> item class; first match wins
     ("ipm.appointment", ItemClass.appointment),
@@ -351,8 +347,7 @@ class _FolderRun:
         self.store, self.tally, self.feed = store, tally, feed
         self.committer = _Committer(journal, cfg.tenant, user.key, feed)
         msg = cfg.options.messages
-        self.since = date.fromisoformat(msg.since) if msg.since else None
-        self.before = date.fromisoformat(msg.before) if msg.before else None
+        self.since, self.before = msg.since, msg.before
 
     def _excluded(self, info: MessageInfo) -> tuple[str | None, str] | None:
         """(code, detail) when a message is filtered out before fetching, else None."""
@@ -572,7 +567,7 @@ def extract_user(
     journal: Journal,
     user: ScalixUser,
     *,
-    phase: Phase = "full",
+    phase: Phase = Phase.full,
     mailbox: MailboxFactory = ScalixMailbox,
     feed: LoadFeed | None = None,
 ) -> ExtractResult:

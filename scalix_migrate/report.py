@@ -228,10 +228,8 @@ def summary_markdown(tenant: str, users: pd.DataFrame, failures: pd.DataFrame) -
             "| code | count | what | fix |",
             "|---|---|---|---|",
         ]
-        from scalix_migrate.preflight import PREFLIGHT_CODES
-
         for code, n in codes.most_common(10):
-            entry = CATALOGUE.get(code) or PREFLIGHT_CODES.get(code)
+            entry = CATALOGUE.get(code)
             what, fix = (entry.title, entry.remedy) if entry else ("", "")
             lines.append(f"| {code} | {n} | {what} | {fix} |")
     excluded = users[users["status"] == UserStatus.excluded] if total else users.iloc[0:0]

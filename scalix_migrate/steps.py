@@ -14,9 +14,9 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, is_dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
-from scalix_migrate.config import TenantConfig
+from scalix_migrate.config import Phase, TenantConfig
 from scalix_migrate.discovery import Discovery, matches
 from scalix_migrate.errors import MigrationError, TransientError, UserError
 from scalix_migrate.netfaults import counting
@@ -25,7 +25,6 @@ from scalix_migrate.state import Journal, UserStatus
 
 log = logging.getLogger(__name__)
 
-Phase = Literal["full", "delta"]
 T = TypeVar("T")
 
 
@@ -252,7 +251,9 @@ def _record_faults(
         journal.add_user_faults(cfg.tenant, user.key, reconnects=reconnects)
 
 
-def extract_step(cfg: TenantConfig, user: ScalixUser, *, phase: Phase = "full") -> dict[str, Any]:
+def extract_step(
+    cfg: TenantConfig, user: ScalixUser, *, phase: Phase = Phase.full
+) -> dict[str, Any]:
     from scalix_migrate.extract import extract_user
 
     result = run_user_step(
@@ -299,7 +300,9 @@ def _pause(journal: Journal, cfg: TenantConfig, user: ScalixUser, code: str) -> 
     )
 
 
-def transfer_step(cfg: TenantConfig, user: ScalixUser, *, phase: Phase = "full") -> dict[str, Any]:
+def transfer_step(
+    cfg: TenantConfig, user: ScalixUser, *, phase: Phase = Phase.full
+) -> dict[str, Any]:
     """Extract and load at once (:mod:`scalix_migrate.transfer`); the counts of both, the
     extract's under ``extract_``-prefixed keys where the names meet."""
     from scalix_migrate.transfer import transfer_user

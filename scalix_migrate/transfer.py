@@ -22,9 +22,9 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from scalix_migrate.config import TenantConfig
+from scalix_migrate.config import Phase, TenantConfig
 from scalix_migrate.destinations.base import Destination, open_destination
-from scalix_migrate.extract import ExtractResult, MailboxFactory, Phase, extract_user
+from scalix_migrate.extract import ExtractResult, MailboxFactory, extract_user
 from scalix_migrate.feed import LoadFeed, LoadStopped
 from scalix_migrate.load import LoadResult, load_user
 from scalix_migrate.records import ScalixUser
@@ -44,7 +44,7 @@ def transfer_user(
     journal: Journal,
     user: ScalixUser,
     *,
-    phase: Phase = "full",
+    phase: Phase = Phase.full,
     mailbox: MailboxFactory = ScalixMailbox,
     destination: Callable[[TenantConfig, ScalixUser], Destination] = open_destination,
 ) -> TransferResult:

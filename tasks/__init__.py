@@ -15,7 +15,6 @@ from typing import Any
 
 from prefect import Task, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.blocks.system import Secret
 from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import State, TaskRun
@@ -23,24 +22,15 @@ from prefect.concurrency.sync import concurrency
 from prefect.runtime import task_run as task_run_runtime
 
 from scalix_migrate import steps
-from scalix_migrate.config import TenantConfig
+from scalix_migrate.config import Phase, TenantConfig
 from scalix_migrate.discovery import Discovery
 from scalix_migrate.errors import is_retryable
 from scalix_migrate.records import ScalixUser
 from scalix_migrate.report import write_reports
-from scalix_migrate.secrets import register_resolver
 
 # The decorators' retry settings are only what a task called on its own gets; the flow
 # applies options.retries of the tenant config to every step (see for_config).
 RETRY_DELAYS_S: list[float] = [2, 5, 15]
-
-
-def _load_prefect_secret(name: str) -> str:
-    block: Secret[str] = Secret.load(name)  # type: ignore[assignment]  # sync in sync context
-    return str(block.get())
-
-
-register_resolver("prefect-secret", _load_prefect_secret)
 
 
 def retry_transient(task: Task[Any, Any], task_run: TaskRun, state: State[Any]) -> bool:
@@ -95,7 +85,7 @@ class Steps:
     preflight_validate: Task[[TenantConfig, Discovery, list[str] | None], list[dict[str, str]]]
     restart_service: Task[[TenantConfig, list[ScalixUser], bool], list[str]]
     let_users_in: Task[[TenantConfig], list[str]]
-    transfer_user: Task[[TenantConfig, ScalixUser, steps.Phase], dict[str, Any]]
+    transfer_user: Task[[TenantConfig, ScalixUser, Phase], dict[str, Any]]
     groupware_user: Task[[TenantConfig, ScalixUser], dict[str, Any]]
     verify_user: Task[[TenantConfig, ScalixUser], dict[str, Any]]
 
@@ -232,7 +222,7 @@ def let_users_in(config: TenantConfig) -> list[str]:
     retry_condition_fn=retry_transient,
     task_run_name="transfer-{user.key}",
 )
-def transfer_user(config: TenantConfig, user: ScalixUser, phase: steps.Phase) -> dict[str, Any]:
+def transfer_user(config: TenantConfig, user: ScalixUser, phase: Phase) -> dict[str, Any]:
     """Extract the user's mailbox and load it while it is read (one task: both run at once).
 
     A retry resumes both from the journal: nothing is fetched or appended twice. The source

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from datetime import date
 from pathlib import Path
 
 import pytest
 
-from scalix_migrate.config import TLSMode, load_config, parse_config
+from scalix_migrate.config import TenantConfig, TLSMode, load_config, parse_config
 from scalix_migrate.errors import ConfigError
 from scalix_migrate.secrets import SecretRef
 
@@ -228,12 +229,66 @@ def test_values_are_checked_for_meaning_not_only_shape(extra: str, expected: str
     assert _problems(_with_options(extra)) == [expected]
 
 
-def test_an_unquoted_date_is_a_date_too() -> None:
+@pytest.mark.parametrize("written", ["2024-01-31", '"2024-01-31"'])
+def test_since_and_before_are_dates_quoted_or_not(written: str) -> None:
+    text = GOOD + f"options:\n  messages:\n    since: {written}\n    before: 2024-03-01\n"
+    messages = parse_config(text, "x.yaml").options.messages
+    assert messages.since == date(2024, 1, 31)
+    assert messages.before == date(2024, 3, 1)
+    assert type(messages.since) is date
+
+
+def test_dates_survive_the_prefect_parameter_round_trip() -> None:
+    # Deployments store the config as JSON; the flow run validates it back.
     cfg = parse_config(GOOD + "options:\n  messages:\n    since: 2024-01-31\n", "x.yaml")
-    assert cfg.options.messages.since == "2024-01-31"
+    dumped = cfg.model_dump(mode="json")
+    assert dumped["options"]["messages"]["since"] == "2024-01-31"
+    assert TenantConfig.model_validate(dumped).options.messages.since == date(2024, 1, 31)
+
+
+@pytest.mark.parametrize("written", ["1706659200", "2024-01-31T00:00:00", "31.01.2024"])
+def test_only_a_calendar_date_is_a_date(written: str) -> None:
+    # Pydantic alone would read a Unix timestamp or a midnight datetime as a date.
+    (problem,) = _problems(GOOD + f"options:\n  messages:\n    since: {written}\n")
+    assert problem.startswith(
+        "configs/acme.yaml:15 options.messages.since: expected a calendar date YYYY-MM-DD, got "
+    )
 
 
 def test_an_unknown_placeholder_is_refused_at_validate_time() -> None:
     (problem,) = _problems(GOOD.replace("path: out/{email}", "path: out/{emial}"))
     assert problem.startswith("configs/acme.yaml:12 destination.path: expected placeholders")
     assert "{emial} is not one" in problem
+
+
+@pytest.mark.parametrize("value", ["vault:acme/admin", "prefect-secrets:acme-admin"])
+def test_an_unknown_secret_scheme_names_the_field_and_the_known_schemes(value: str) -> None:
+    problems = _problems(GOOD.replace("${SXM_TEST_ADMIN_PW}", value))
+    assert problems == [
+        "configs/acme.yaml:6 source.admin_password: expected a secret reference with a known "
+        "scheme (${ENV_VAR}, file:/path or prefect-secret:NAME), got a 'scheme:' prefix that "
+        "is none of them; fix the scheme's spelling"
+    ]
+    assert not any(value in p for p in problems)  # the value may be a password after all
+
+
+def test_every_secret_scheme_has_a_resolver_without_registration() -> None:
+    import typing
+
+    from scalix_migrate.secrets import RESOLVERS, SecretKind
+
+    assert set(RESOLVERS) == set(typing.get_args(SecretKind))
+
+
+def test_the_config_resolves_secrets_without_importing_prefect() -> None:
+    # Prefect is imported by the prefect-secret: resolver when it is used, never before.
+    code = (
+        "import sys, os; os.environ['SXM_T'] = 'x'; "
+        "import scalix_migrate.config, scalix_migrate.secrets as s; "
+        "assert s.SecretRef.parse('${SXM_T}').resolve() == 'x'; "
+        "print(sorted(m for m in ('prefect', 'tasks') if m in sys.modules))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert proc.stdout.strip() == "[]"
