@@ -28,7 +28,7 @@ from compare_peers import seed, start_prefect_server  # noqa: E402
 
 
 def timed_run(cfg: Any, out: Path | None) -> float:
-    from scalix_migrate.cli import run_flow
+    from scalix_migrate.flowrun import run_flow
 
     profiler = None
     if out is not None:

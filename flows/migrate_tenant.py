@@ -2,7 +2,9 @@
 
 discover-users -> preflight-validate -> restart-service -> per user: transfer (extract, and
 load while it runs) -> [groupware, when destination.calendar/contacts is set] -> verify ->
-report. Read it top to bottom; the work is in ``tasks/`` and the core.
+report. Read it top to bottom; the work is in ``tasks/`` and the core. The tasks return the
+core's records (the preflight report, the transfer result…) and the flow asks them what
+happened.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from flows.quiet_failure import quiet_designed_failures
 from scalix_migrate import steps
 from scalix_migrate.config import Phase, TenantConfig
 from scalix_migrate.records import ScalixUser
+from scalix_migrate.transfer import TransferResult
 
 # The pool only bounds threads; how many users run at once is options.concurrency.users,
 # enforced by the sliding window below (a flow's pool size cannot come from a parameter).
@@ -69,7 +72,13 @@ class _UserRun:
     user: ScalixUser
     future: PrefectFuture[Any]
     step: int = 0
-    results: dict[str, Any] = field(default_factory=dict)
+    results: dict[str, Any] = field(default_factory=dict)  # step name -> its task's record
+
+    @property
+    def paused(self) -> bool:
+        """The transfer stopped cleanly at the daily byte budget: no further step now."""
+        transfer = self.results.get("transfer")
+        return isinstance(transfer, TransferResult) and transfer.load.stopped_code is not None
 
 
 @flow(
@@ -126,24 +135,16 @@ def _procedure(
         logger.info("%s", rerunning)
     logger.info("%d of %d discovered users selected", len(selected), len(discovery.users))
 
-    findings = step.preflight_validate(config, replace(discovery, users=selected), users)
-    blocking = [f for f in findings if f["severity"] == "blocking" and not f.get("accepted")]
-    if blocking:
+    report = step.preflight_validate(config, replace(discovery, users=selected), users)
+    if report.blocking:
         return Failed(
             message="preflight found blocking problems: "
-            + "; ".join(f"{f['code']} {f['message']}" for f in blocking)
+            + "; ".join(f"{f.code} {f.message}" for f in report.blocking)
         )
-    excluding = _exclusions(selected, findings)
-    runnable = [u for u in selected if u.key not in excluding]
-    already_done: list[str] = []
-    if excluding:
-        logger.warning(
-            "left out by preflight: %s",
-            "; ".join(f"{k} ({f['code']}: {f['remedy']})" for k, f in sorted(excluding.items())),
-        )
-        already_done = steps.record_exclusions(
-            config, [{**f, "user": k} for k, f in excluding.items()]
-        )
+    runnable = report.eligible_users
+    exclusions = steps.record_exclusions(config, report)
+    if exclusions.findings:
+        logger.warning("left out by preflight: %s", exclusions.describe())
 
     commands = step.restart_service(config, runnable, dry_run)
     if dry_run:
@@ -157,36 +158,19 @@ def _procedure(
         step.let_users_in(config)
 
     tasks.build_report(config)
-    return _final_state(
-        len(runnable), failed, paused, sorted(excluding), already_done, note=rerunning
-    )
-
-
-def _exclusions(
-    selected: list[ScalixUser], findings: list[dict[str, str]]
-) -> dict[str, dict[str, str]]:
-    """User key -> the first finding that leaves the user out of this run."""
-    out: dict[str, dict[str, str]] = {}
-    for f in findings:
-        if f["severity"] != "exclude-user" or not f["user"] or f.get("accepted"):
-            continue
-        named = f["user"].lower()
-        for u in selected:
-            if named in (u.key, u.name.lower()):
-                out.setdefault(u.key, f)
-    return out
+    return _final_state(len(runnable), failed, paused, exclusions, note=rerunning)
 
 
 def _final_state(
     runnable: int,
     failed: list[str],
     paused: list[str],
-    excluded: list[str],
-    already_done: list[str] | None = None,
+    exclusions: steps.Exclusions,
     *,
     note: str = "",
 ) -> State[Any]:
     """Failed (naming the users) when any user failed or was left out; Completed otherwise."""
+    excluded, already_done = exclusions.keys, list(exclusions.already_done)
     notes = []
     if paused:
         notes.append(f"{len(paused)} paused by the daily byte budget (resume next run): {paused}")
@@ -257,7 +241,7 @@ def _migrate_users(
             state = run.future.state
             if state.is_completed():
                 run.results[chain[run.step][0]] = state.result()
-            paused = bool(run.results.get("transfer", {}).get("stopped_code"))
+            paused = run.paused
             if state.is_completed() and run.step + 1 < len(chain) and not paused:
                 run.step += 1
                 run.future = chain[run.step][1](run.user)

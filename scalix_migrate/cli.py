@@ -9,8 +9,6 @@ server; otherwise Prefect starts a temporary local one).
 from __future__ import annotations
 
 import contextlib
-import functools
-import os
 import sys
 import threading
 from collections.abc import Iterator
@@ -31,7 +29,7 @@ from scalix_migrate.config import (
     load_config,
 )
 from scalix_migrate.errors import ERROR_CODES, ConfigError, MigrationError
-from scalix_migrate.private import private_prefect_home
+from scalix_migrate.flowrun import prepare_prefect, run_flow
 
 app = typer.Typer(
     add_completion=False,
@@ -56,18 +54,9 @@ def _config(path: Path) -> TenantConfig:
         raise typer.Exit(2) from None
 
 
-def _prepare_prefect() -> None:
-    """What must be set before Prefect is first imported: it reads its settings then."""
-    # Without PREFECT_API_URL, Prefect starts a temporary local server; on a busy 2-core
-    # machine its default 20 s start-up allowance is too short.
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    private_prefect_home()
-
-
 def require_prefect_api() -> None:
     """Exit 2 with one line when PREFECT_API_URL names a Prefect API that does not answer."""
-    _prepare_prefect()
+    prepare_prefect()
     from scalix_migrate.prefect_api import prefect_api_problem
 
     problem = prefect_api_problem()
@@ -177,29 +166,6 @@ def _progress(cfg: TenantConfig) -> Iterator[None]:
             watcher.join(timeout=5)
 
 
-@functools.cache  # once per process: Prefect starts the temporary server once, then reuses it
-def _announce_temporary_server() -> None:
-    """The 5-20 s the temporary server takes are silent otherwise: say what the wait is."""
-    print(
-        "Prefect: PREFECT_API_URL is not set, starting a temporary local Prefect server "
-        "for this run (takes 5-20 s; it stops when the command ends)",
-        file=sys.stderr,
-        flush=True,
-    )
-
-
-def run_flow(cfg: TenantConfig, **params: Any) -> Any:
-    """Run the tenant flow in this process and return its final state."""
-    _prepare_prefect()
-    from scalix_migrate.prefect_api import configured_api_url
-
-    if configured_api_url() is None:
-        _announce_temporary_server()
-    from flows.migrate_tenant import migrate_tenant
-
-    return migrate_tenant(config=cfg, return_state=True, **params)
-
-
 @app.command()
 def preflight(file: ConfigFile) -> None:
     """Discover users and run every preflight check; writes preflight.csv and preflight.md."""
@@ -208,18 +174,17 @@ def preflight(file: ConfigFile) -> None:
 
     cfg = _config(file)
     try:
-        rows = preflight_step(cfg, discover_users(cfg), run_name="preflight (command line)")
+        report = preflight_step(cfg, discover_users(cfg), run_name="preflight (command line)")
     except MigrationError as exc:
         raise _fail(exc) from None
     _print_rows(
         f"preflight: {cfg.tenant}",
-        rows,
+        report.to_rows(),
         ["severity", "code", "user", "message", "remedy", "accepted"],
     )
     reports = cfg.options.reports_dir
     console.print(f"written: {reports / 'preflight.csv'}, {reports / 'preflight.md'}")
-    blocking = [r for r in rows if r["severity"] == "blocking" and not r["accepted"]]
-    raise typer.Exit(1 if blocking else 0)
+    raise typer.Exit(1 if report.blocking else 0)
 
 
 @app.command()

@@ -6,12 +6,12 @@ the admin commands), writes a tenant config for it, runs the migration flow, and
 every folder of every migrated user independently: the source as the sandbox serves it over
 IMAP, the destination as the Maildir holds it (messages and bytes); per user, the events, tasks
 and contacts found, created and verified, against what the DAV server lists. Like the CLI, this
-is an edge module: it runs the Prefect flow.
+is an edge module: it runs the Prefect flow, and acts on the preflight report the flow's
+preflight task returned (not on the report files).
 """
 
 from __future__ import annotations
 
-import csv
 import os
 import shutil
 from contextlib import ExitStack
@@ -31,6 +31,8 @@ from scalix_migrate.demo_groupware import (
 )
 from scalix_migrate.destinations.base import open_destination
 from scalix_migrate.discovery import discover_users
+from scalix_migrate.flowrun import preflight_report, run_flow
+from scalix_migrate.preflight import PreflightReport
 from scalix_migrate.private import private_dir
 from scalix_migrate.records import ScalixUser
 from scalix_migrate.sandbox.directory import Directory
@@ -106,11 +108,10 @@ def _run_demo(workdir: Path, console: Console, stack: ExitStack) -> int:
         cfg = load_config(config_path)
         console.print(f"tenant config: {config_path}")
 
-        from scalix_migrate.cli import run_flow
-
         state = run_flow(cfg)
         console.print(f"\nflow run: [bold]{state.name}[/] {state.message or ''}")
-        fixed = apply_remedies(cfg, sandbox, console)
+        preflight = preflight_report(cfg, state)
+        fixed = apply_remedies(cfg, sandbox, console, preflight) if preflight is not None else []
         if fixed:
             console.print(f"\n[bold]Rerunning only the users fixed:[/] {', '.join(fixed)}")
             state = run_flow(cfg, users=fixed)
@@ -140,29 +141,21 @@ def _run_demo(workdir: Path, console: Console, stack: ExitStack) -> int:
     return 0
 
 
-def apply_remedies(cfg: TenantConfig, sandbox: Sandbox, console: Console) -> list[str]:
-    """Do what preflight told the operator for each user it left out; return their new keys.
+def apply_remedies(
+    cfg: TenantConfig, sandbox: Sandbox, console: Console, report: PreflightReport
+) -> list[str]:
+    """Do what ``report`` told the operator for each user it left out; return their new keys.
 
     On a real system these are SAC and Outlook actions; here they change the sandbox.
     """
-    path = cfg.options.reports_dir / "preflight.csv"
-    history = list(csv.DictReader(path.open(encoding="utf-8")))  # every run, newest first
-    latest = history[0]["run_id"] if history else None
-    findings = [
-        r
-        for r in history
-        if r["run_id"] == latest and r["severity"] == "exclude-user" and not r["accepted"]
-    ]
     users = {u.key: u for u in discover_users(cfg).users}
     fixed: list[str] = []
-    for f in findings:
-        user = users.get(f["user"])
+    for key, f in report.left_out.items():
+        user = users.get(key)
         if user is None:
             continue
-        console.print(
-            f"preflight {f['code']}: {f['message']}\n  remedy: {f['remedy']}", markup=False
-        )
-        if f["code"] == "PF-USR-001" and user.auth_id:
+        console.print(f"preflight {f.code}: {f.message}\n  remedy: {f.remedy}", markup=False)
+        if f.code == "PF-USR-001" and user.auth_id:
             auth_id = user.auth_id
 
             def to_top(d: Directory, name: str = user.display_name, top: str = auth_id) -> None:
@@ -172,7 +165,7 @@ def apply_remedies(cfg: TenantConfig, sandbox: Sandbox, console: Console) -> lis
 
             sandbox.update_directory(to_top)
             fixed.append(auth_id.lower())
-        elif f["code"] == "PF-USR-005":
+        elif f.code == "PF-USR-005":
             with ScalixMailbox(cfg, user) as mailbox:
                 for folder in mailbox.list_folders():
                     leaf = folder.name.rsplit(folder.delimiter, 1)[-1]

@@ -92,17 +92,25 @@ class PreflightReport:
         return not self.blocking
 
     @property
-    def excluded_keys(self) -> set[str]:
-        return {
-            f.user.lower()
-            for f in self.findings
-            if f.severity is Severity.exclude_user and f.user is not None and f.counts
-        }
+    def left_out(self) -> dict[str, Finding]:
+        """User key -> the first finding that leaves the user out of the run (an
+        ``exclude-user`` finding not accepted), for the users preflight checked. A finding
+        names its user by key (the primary address) or by Scalix name, in any case."""
+        out: dict[str, Finding] = {}
+        for f in self.findings:
+            if f.severity is not Severity.exclude_user or not f.user or not f.counts:
+                continue
+            named = f.user.lower()
+            for u in self.users:
+                if named in (u.key, u.name.lower()):
+                    out.setdefault(u.key, f)
+        return out
 
     @property
     def eligible_users(self) -> list[ScalixUser]:
-        out = self.excluded_keys
-        return [u for u in self.users if u.key not in out and u.name.lower() not in out]
+        """The users preflight checked that the run migrates: those not :attr:`left_out`."""
+        out = self.left_out
+        return [u for u in self.users if u.key not in out]
 
     def to_rows(self) -> list[dict[str, str]]:
         """One dict per finding: code, severity, user, message, remedy, accepted ("yes"/"")."""
@@ -194,7 +202,8 @@ def _run_checks(
     from scalix_migrate.preflight_destination import destination_findings, staging_findings
     from scalix_migrate.preflight_groupware import groupware_findings
 
-    report = PreflightReport()
+    # The users given are checked even when a check ends preflight early (an SSH fault).
+    report = PreflightReport(users=list(discovery.users) if discovery is not None else [])
     add = report.findings.extend
     add(tls_findings(cfg))
     add(concurrency_findings(cfg))

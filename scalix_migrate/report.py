@@ -16,12 +16,14 @@ from __future__ import annotations
 import html
 from collections import Counter
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from scalix_migrate.errors import CATALOGUE
+from scalix_migrate.preflight import PreflightReport
 from scalix_migrate.private import private_dir, write_private
 from scalix_migrate.records import ItemClass, LoadState
 from scalix_migrate.state import Journal, UserStatus
@@ -391,6 +393,15 @@ def preflight_markdown(history: list[dict[str, Any]]) -> str:
         lines += ["", "## Earlier runs", ""]
         lines += [f"- {line}" for line in earlier]
     return "\n".join(lines) + "\n"
+
+
+def preflight_run_markdown(report: PreflightReport, *, run: str, at: datetime) -> str:
+    """One run's findings as :func:`preflight_markdown` shows the latest run, built from the
+    run's own report (not from the history, where another run may be newer)."""
+    rows = report.to_rows() or [
+        {"severity": "", "code": "", "user": "", "message": "", "remedy": "", "accepted": ""}
+    ]
+    return preflight_markdown([{**r, "run_id": run, "run_name": run, "at": at} for r in rows])
 
 
 def _when(at: Any) -> str:

@@ -10,18 +10,26 @@ so ``only_failed`` reruns and the reports read the truth.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, is_dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from scalix_migrate.config import Phase, TenantConfig
 from scalix_migrate.discovery import Discovery, matches
 from scalix_migrate.errors import MigrationError, TransientError, UserError
 from scalix_migrate.netfaults import counting
+from scalix_migrate.preflight import Finding, PreflightReport
 from scalix_migrate.records import ScalixUser
 from scalix_migrate.state import Journal, UserStatus
+
+if TYPE_CHECKING:  # the step modules themselves are imported by the step that runs them
+    from scalix_migrate.extract import ExtractResult
+    from scalix_migrate.groupware_sync import GroupwareResult
+    from scalix_migrate.load import LoadResult
+    from scalix_migrate.transfer import TransferResult
+    from scalix_migrate.verify import VerifyResult
 
 log = logging.getLogger(__name__)
 
@@ -83,19 +91,36 @@ def rerun_candidates(cfg: TenantConfig) -> dict[str, UserStatus]:
         }
 
 
-def record_exclusions(cfg: TenantConfig, findings: Sequence[dict[str, str]]) -> list[str]:
-    """Mark the users preflight leaves out ``excluded``, with the finding's code and remedy.
+@dataclass(frozen=True)
+class Exclusions:
+    """The users a run's preflight left out, as :func:`record_exclusions` recorded them."""
+
+    findings: Mapping[str, Finding]  # user key -> the finding that left the user out
+    already_done: tuple[str, ...] = ()  # of those, the keys an earlier run had migrated
+
+    @property
+    def keys(self) -> list[str]:
+        return sorted(self.findings)
+
+    def describe(self) -> str:
+        """``key (CODE: remedy); …`` for the run's log."""
+        return "; ".join(f"{k} ({f.code}: {f.remedy})" for k, f in sorted(self.findings.items()))
+
+
+def record_exclusions(cfg: TenantConfig, report: PreflightReport) -> Exclusions:
+    """Mark the users ``report`` leaves out ``excluded``, with the finding's code and remedy.
 
     A user already ``done`` keeps its status: its mail is at the destination, and the
-    finding stays in the preflight history. Returns the keys of those already done.
+    finding stays in the preflight history (listed in ``already_done``). The journal is
+    not touched when preflight left nobody out.
     """
-    first: dict[str, dict[str, str]] = {}
-    for f in findings:
-        first.setdefault(f["user"].lower(), f)
+    left_out = report.left_out
+    if not left_out:
+        return Exclusions({})
     already_done: list[str] = []
     with journal_for(cfg) as journal:
         status = {r.user_key: r.status for r in journal.user_rows(cfg.tenant)}
-        for key, f in first.items():
+        for key, f in left_out.items():
             if status.get(key) == UserStatus.done:
                 already_done.append(key)
                 continue
@@ -103,10 +128,10 @@ def record_exclusions(cfg: TenantConfig, findings: Sequence[dict[str, str]]) -> 
                 cfg.tenant,
                 key,
                 UserStatus.excluded,
-                error_code=f["code"],
-                error_message=f"excluded by preflight: {f['message']}; remedy: {f['remedy']}",
+                error_code=f.code,
+                error_message=f"excluded by preflight: {f.message}; remedy: {f.remedy}",
             )
-    return sorted(already_done)
+    return Exclusions(left_out, tuple(sorted(already_done)))
 
 
 def discover_step(cfg: TenantConfig) -> Discovery:
@@ -126,8 +151,8 @@ def preflight_step(
     named: Sequence[str] = (),
     run_id: str | None = None,
     run_name: str | None = None,
-) -> list[dict[str, str]]:
-    """Every preflight check for ``discovery.users``; findings as rows.
+) -> PreflightReport:
+    """Every preflight check for ``discovery.users``; the report.
 
     The findings are kept in the journal under ``run_id`` (the flow run, or ``cli-<time>``)
     and the report files (``preflight.csv``: every run's findings; ``preflight.md``) are
@@ -137,25 +162,18 @@ def preflight_step(
     from scalix_migrate.preflight import run_preflight
     from scalix_migrate.report import write_preflight_files
 
-    rows = run_preflight(cfg, discovery, named=named).to_rows()
+    report = run_preflight(cfg, discovery, named=named)
     at = _now()
     with journal_for(cfg) as journal:
         journal.record_preflight(
-            cfg.tenant, run_id or f"cli-{at:%Y%m%dT%H%M%SZ}", rows, run_name=run_name, at=at
+            cfg.tenant,
+            run_id or f"cli-{at:%Y%m%dT%H%M%SZ}",
+            report.to_rows(),
+            run_name=run_name,
+            at=at,
         )
         write_preflight_files(journal.preflight_history(cfg.tenant), cfg.options.reports_dir)
-    return rows
-
-
-def counts_of(result: object) -> dict[str, Any]:
-    """A step result as plain data (ints and short strings) for logs, artifacts and results."""
-    if is_dataclass(result) and not isinstance(result, type):
-        raw = asdict(result)
-    elif isinstance(result, dict):
-        raw = dict(result)
-    else:
-        return {}
-    return {k: v for k, v in raw.items() if isinstance(v, int | float | str | bool) or v is None}
+    return report
 
 
 def run_user_step(
@@ -253,7 +271,7 @@ def _record_faults(
 
 def extract_step(
     cfg: TenantConfig, user: ScalixUser, *, phase: Phase = Phase.full
-) -> dict[str, Any]:
+) -> ExtractResult:
     from scalix_migrate.extract import extract_user
 
     result = run_user_step(
@@ -266,10 +284,10 @@ def extract_step(
         started_col="extract_started",
         finished_col="extract_finished",
     )
-    return counts_of(result)
+    return result
 
 
-def load_step(cfg: TenantConfig, user: ScalixUser) -> dict[str, Any]:
+def load_step(cfg: TenantConfig, user: ScalixUser) -> LoadResult:
     from scalix_migrate.load import load_user
 
     result = run_user_step(
@@ -285,7 +303,7 @@ def load_step(cfg: TenantConfig, user: ScalixUser) -> dict[str, Any]:
     if result.stopped_code:
         with journal_for(cfg) as journal:
             _pause(journal, cfg, user, result.stopped_code)
-    return counts_of(result)
+    return result
 
 
 def _pause(journal: Journal, cfg: TenantConfig, user: ScalixUser, code: str) -> None:
@@ -302,9 +320,8 @@ def _pause(journal: Journal, cfg: TenantConfig, user: ScalixUser, code: str) -> 
 
 def transfer_step(
     cfg: TenantConfig, user: ScalixUser, *, phase: Phase = Phase.full
-) -> dict[str, Any]:
-    """Extract and load at once (:mod:`scalix_migrate.transfer`); the counts of both, the
-    extract's under ``extract_``-prefixed keys where the names meet."""
+) -> TransferResult:
+    """Extract and load at once (:mod:`scalix_migrate.transfer`); the results of both."""
     from scalix_migrate.transfer import transfer_user
 
     now = _now()
@@ -328,19 +345,14 @@ def transfer_step(
         )
         if result.load.stopped_code:
             _pause(journal, cfg, user, result.load.stopped_code)
-    extracted = counts_of(result.extract)
-    loaded = counts_of(result.load)
-    return {
-        **{(f"extract_{k}" if k in loaded else k): v for k, v in extracted.items()},
-        **loaded,
-    }
+    return result
 
 
-def verify_step(cfg: TenantConfig, user: ScalixUser) -> dict[str, Any]:
+def verify_step(cfg: TenantConfig, user: ScalixUser) -> VerifyResult:
     """Verify the user's destination against the ledger; a mismatch fails the user."""
     from scalix_migrate.verify import verify_user
 
-    def body(journal: Journal) -> Any:
+    def body(journal: Journal) -> VerifyResult:
         result = verify_user(cfg, journal, user)
         if not result.ok:
             raise UserError(
@@ -350,7 +362,7 @@ def verify_step(cfg: TenantConfig, user: ScalixUser) -> dict[str, Any]:
             )
         return result
 
-    result = run_user_step(
+    return run_user_step(
         cfg,
         user,
         "verify",
@@ -359,17 +371,16 @@ def verify_step(cfg: TenantConfig, user: ScalixUser) -> dict[str, Any]:
         done=UserStatus.done,
         release=True,
     )
-    return counts_of(result)
 
 
-def groupware_step(cfg: TenantConfig, user: ScalixUser) -> dict[str, Any]:
+def groupware_step(cfg: TenantConfig, user: ScalixUser) -> GroupwareResult:
     """Calendars and address books (destination.calendar/contacts), written and verified."""
     from scalix_migrate.groupware_sync import require_verified, sync_user
 
-    def body(journal: Journal) -> dict[str, int | str]:
+    def body(journal: Journal) -> GroupwareResult:
         result = sync_user(cfg, journal, user)
         require_verified(result)
-        return result.flat()
+        return result
 
     return run_user_step(
         cfg, user, "groupware", body, running=UserStatus.groupware, done=UserStatus.loaded

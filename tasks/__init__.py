@@ -1,8 +1,10 @@
 """Thin Prefect tasks: names, retries, artifacts. No protocol code lives here.
 
 Each task calls one function of the Prefect-free core (``scalix_migrate.steps`` and friends)
-and returns plain data (counts, names), never clients, DataFrames or secrets: Prefect persists
-task results.
+and returns the core's frozen records (the preflight report, the transfer, groupware and
+verify results, names), never clients, DataFrames or secrets: Prefect persists task results
+(pickled), and the flow asks the records what happened. Artifacts are built from the same
+records.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from prefect import Task, get_run_logger, task
@@ -25,8 +28,12 @@ from scalix_migrate import steps
 from scalix_migrate.config import Phase, TenantConfig
 from scalix_migrate.discovery import Discovery
 from scalix_migrate.errors import is_retryable
+from scalix_migrate.groupware_sync import GroupwareResult
+from scalix_migrate.preflight import PreflightReport
 from scalix_migrate.records import ScalixUser
-from scalix_migrate.report import write_reports
+from scalix_migrate.report import preflight_run_markdown, write_reports
+from scalix_migrate.transfer import TransferResult
+from scalix_migrate.verify import VerifyResult
 
 # The decorators' retry settings are only what a task called on its own gets; the flow
 # applies options.retries of the tenant config to every step (see for_config).
@@ -82,12 +89,12 @@ class Steps:
     """The flow's tasks with the tenant's retry policy applied (see :func:`for_config`)."""
 
     discover_users: Task[[TenantConfig], Discovery]
-    preflight_validate: Task[[TenantConfig, Discovery, list[str] | None], list[dict[str, str]]]
+    preflight_validate: Task[[TenantConfig, Discovery, list[str] | None], PreflightReport]
     restart_service: Task[[TenantConfig, list[ScalixUser], bool], list[str]]
     let_users_in: Task[[TenantConfig], list[str]]
-    transfer_user: Task[[TenantConfig, ScalixUser, Phase], dict[str, Any]]
-    groupware_user: Task[[TenantConfig, ScalixUser], dict[str, Any]]
-    verify_user: Task[[TenantConfig, ScalixUser], dict[str, Any]]
+    transfer_user: Task[[TenantConfig, ScalixUser, Phase], TransferResult]
+    groupware_user: Task[[TenantConfig, ScalixUser], GroupwareResult]
+    verify_user: Task[[TenantConfig, ScalixUser], VerifyResult]
 
 
 def for_config(config: TenantConfig) -> Steps:
@@ -165,14 +172,15 @@ def discover_users(config: TenantConfig) -> Discovery:
 )
 def preflight_validate(
     config: TenantConfig, discovery: Discovery, named: list[str] | None = None
-) -> list[dict[str, str]]:
-    """Run every check on the selected users; returns the findings as rows.
+) -> PreflightReport:
+    """Run every check on the selected users; returns the report.
 
-    The findings are kept in the journal under this flow run (id and name).
+    The findings are kept in the journal under this flow run (id and name); the artifacts
+    show this run's findings, from the report itself.
     """
     from prefect.runtime import flow_run
 
-    rows = steps.preflight_step(
+    report = steps.preflight_step(
         config,
         discovery,
         named=named or [],
@@ -181,14 +189,17 @@ def preflight_validate(
     )
     create_table_artifact(
         key=artifact_key(config.tenant, "preflight"),
-        table=rows or [{"severity": "", "code": "", "user": "", "message": "no findings"}],
+        table=report.to_rows()
+        or [{"severity": "", "code": "", "user": "", "message": "no findings"}],
         description="Preflight findings (blocking ones stop the run before anything moves)",
     )
-    markdown = (config.options.reports_dir / "preflight.md").read_text(encoding="utf-8")
     create_markdown_artifact(
-        key=artifact_key(config.tenant, "preflight-summary"), markdown=markdown
+        key=artifact_key(config.tenant, "preflight-summary"),
+        markdown=preflight_run_markdown(
+            report, run=flow_run.name or str(flow_run.id), at=datetime.now(UTC)
+        ),
     )
-    return rows
+    return report
 
 
 @task(
@@ -222,7 +233,7 @@ def let_users_in(config: TenantConfig) -> list[str]:
     retry_condition_fn=retry_transient,
     task_run_name="transfer-{user.key}",
 )
-def transfer_user(config: TenantConfig, user: ScalixUser, phase: Phase) -> dict[str, Any]:
+def transfer_user(config: TenantConfig, user: ScalixUser, phase: Phase) -> TransferResult:
     """Extract the user's mailbox and load it while it is read (one task: both run at once).
 
     A retry resumes both from the journal: nothing is fetched or appended twice. The source
@@ -239,7 +250,7 @@ def transfer_user(config: TenantConfig, user: ScalixUser, phase: Phase) -> dict[
     retry_condition_fn=retry_transient,
     task_run_name="groupware-{user.key}",
 )
-def groupware_user(config: TenantConfig, user: ScalixUser) -> dict[str, Any]:
+def groupware_user(config: TenantConfig, user: ScalixUser) -> GroupwareResult:
     """Calendar and contact items into CalDAV/CardDAV (or files), written and verified."""
     _count_retry(config, user, "groupware")
     return steps.groupware_step(config, user)
@@ -252,7 +263,7 @@ def groupware_user(config: TenantConfig, user: ScalixUser) -> dict[str, Any]:
     retry_condition_fn=retry_transient,
     task_run_name="verify-{user.key}",
 )
-def verify_user(config: TenantConfig, user: ScalixUser) -> dict[str, Any]:
+def verify_user(config: TenantConfig, user: ScalixUser) -> VerifyResult:
     _count_retry(config, user, "verify")
     return steps.verify_step(config, user)
 

@@ -41,6 +41,7 @@ from scalix_migrate.discovery import discover_users
 from scalix_migrate.records import ScalixUser
 from scalix_migrate.sandbox import Sandbox
 from scalix_migrate.steps import journal_for
+from scalix_migrate.transfer import TransferResult
 from tests.support.fidelity import assert_user_migrated_exactly
 from tests.support.postgres import PostgresServer, session_postgres
 
@@ -201,8 +202,8 @@ def _user_steps(client: SyncPrefectClient, run: FlowRun) -> dict[str, list[TaskR
     return out
 
 
-def _load_result(task_run: TaskRun, home: Path) -> dict[str, Any]:
-    """A load task's persisted result (its counts), read from the worker's result storage."""
+def _load_result(task_run: TaskRun, home: Path) -> TransferResult:
+    """A transfer task's persisted result, read from the worker's result storage."""
     from prefect._internal.result_records import ResultRecord, ResultRecordMetadata
 
     assert task_run.state is not None
@@ -213,7 +214,7 @@ def _load_result(task_run: TaskRun, home: Path) -> dict[str, Any]:
     if not path.is_absolute():
         path = home / "storage" / path
     result = ResultRecord.deserialize(path.read_bytes()).result  # type: ignore[var-annotated]
-    assert isinstance(result, dict), result
+    assert isinstance(result, TransferResult), result
     return result
 
 
@@ -299,7 +300,7 @@ def test_two_workers_take_overlapping_waves_and_no_user_is_migrated_twice(
             else:
                 assert [t.name.partition("-")[0] for t in trs] == ["transfer", "verify"]
                 (worker,) = holders[name]
-                appended = int(_load_result(trs[0], workers.home(worker))["appended"])
+                appended = _load_result(trs[0], workers.home(worker)).load.appended
                 # A run that came after the winner had finished finds nothing left to load.
                 outcome[key][name] = f"appended {appended}" if appended else "nothing to do"
         appended_by = [n for n, o in outcome[key].items() if o.startswith("appended")]
