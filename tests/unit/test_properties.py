@@ -31,7 +31,13 @@ from scalix_migrate.scalix import parsers
 from scalix_migrate.scalix.listparse import ListParseError, parse_list_response
 from scalix_migrate.scalix.parsers import UserListEntry
 
-pytestmark = pytest.mark.faults
+pytestmark = [
+    pytest.mark.faults,
+    # Hypothesis warns when the global `random` state moves while it draws; in the full suite
+    # the session's Prefect client threads (retry jitter) move it, not these strategies
+    # (seen once as a FlakyFailure that did not reproduce). The strategies use no `random`.
+    pytest.mark.filterwarnings("ignore:Do not use the `random` module inside strategies"),
+]
 
 BOUNDED = settings(
     max_examples=150,
