@@ -55,6 +55,7 @@ from scalix_migrate import groupware
 from scalix_migrate.config import FolderOptions, TenantConfig
 from scalix_migrate.errors import ItemError, UserError
 from scalix_migrate.feed import LoadFeed, LoadStopped
+from scalix_migrate.message_identity import message_id_of
 from scalix_migrate.ratelimit import limiter_for
 from scalix_migrate.records import (
     FetchedMessage,
@@ -532,7 +533,10 @@ class _FolderRun:
         self, folder: SourceFolder, cursor: FolderCursor, msg: FetchedMessage, files: StagingBatch
     ) -> LedgerEntry:
         digest = files.put(msg.body)
-        message_id, scalix_class = _headers(msg.body)
+        _, scalix_class = _headers(msg.body)
+        # The ledger keeps the Message-ID every sink reads back (unfolded the same way): the
+        # loader's reconciliation and verify look one up by the other.
+        message_id = message_id_of(msg.body)
         item = item_class_of(scalix_class, folder.folder_class)
         outcome = groupware.export_item(
             msg.body, sha256=digest, item_class=item, folder=folder.name, user_root=self.store.root

@@ -7,14 +7,12 @@ Message bytes cross it untouched. A sink returns a stable id for each message it
 IMAP UID, the Maildir base name, the mbox index id) so the ledger can record it.
 
 Identity used for reconciliation after a crash (see :mod:`scalix_migrate.load`): the
-Message-ID plus the size, or, for a message without a Message-ID, a *fingerprint*: the SHA-256
-of the unfolded Date, From, Subject and To header values plus the size.
+Message-ID plus the size, or, for a message without a Message-ID, a *fingerprint*; both are
+:mod:`scalix_migrate.message_identity`'s, the same for extract and every sink.
 """
 
 from __future__ import annotations
 
-import hashlib
-import re
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -155,64 +153,6 @@ def not_there(ident: str, folder: str, user: str | None) -> ItemError:
         user=user,
         folder=folder,
     )
-
-
-# --- message identity -----------------------------------------------------------------
-
-_HEADER_END = re.compile(rb"\r?\n\r?\n")
-FINGERPRINT_HEADERS = ("date", "from", "subject", "to")
-
-
-def header_block(body: bytes) -> bytes:
-    """The header section of a message (up to the first empty line)."""
-    m = _HEADER_END.search(body)
-    return body[: m.start()] if m else body
-
-
-def header_values(block: bytes) -> dict[str, list[bytes]]:
-    """Unfolded header values by lower-cased name, in order, whitespace collapsed."""
-    out: dict[str, list[bytes]] = {}
-    current: list[bytes] | None = None
-    for raw in re.split(rb"\r?\n", block):
-        if raw[:1] in (b" ", b"\t") and current is not None:
-            current[-1] += b" " + raw.strip()
-            continue
-        name, sep, value = raw.partition(b":")
-        if not sep or not name or b" " in name.strip():
-            current = None
-            continue
-        current = out.setdefault(name.strip().decode("ascii", "replace").lower(), [])
-        current.append(value.strip())
-    return {k: [b" ".join(v.split()) for v in vs] for k, vs in out.items()}
-
-
-# A Message-ID header line and its continuation lines, as header_values() reads them (a name
-# without blanks inside, blanks allowed before the colon; a line starting with a blank continues).
-_MESSAGE_ID = re.compile(rb"^message-id[ \t]*:(.*(?:\r?\n[ \t].*)*)", re.IGNORECASE | re.MULTILINE)
-
-
-def message_id_of(body: bytes) -> str | None:
-    """The first Message-ID header value, or None (also when it is empty).
-
-    The same value as ``header_values(header_block(body))["message-id"][0]`` (unfolded,
-    blanks collapsed), found with one regular expression instead of parsing every header
-    line: verify asks it of every message it reads back."""
-    m = _MESSAGE_ID.search(header_block(body))
-    if m is None:
-        return None
-    text = b" ".join(m.group(1).split()).decode("utf-8", "replace").strip()
-    return text or None
-
-
-def fingerprint_of(headers: bytes, size: int) -> str:
-    """SHA-256 over Date, From, Subject, To (unfolded) and the size. ``headers`` may be the
-    whole message or just its header block."""
-    values = header_values(header_block(headers))
-    h = hashlib.sha256()
-    for name in FINGERPRINT_HEADERS:
-        h.update(name.encode() + b"\0" + b"\0".join(values.get(name, [])) + b"\n")
-    h.update(str(size).encode())
-    return h.hexdigest()
 
 
 # --- choosing a destination -------------------------------------------------------------

@@ -54,8 +54,6 @@ from scalix_migrate.destinations.base import (
     DestinationMessage,
     Layout,
     Proven,
-    fingerprint_of,
-    message_id_of,
     not_there,
     render_template,
     user_placeholders,
@@ -63,6 +61,7 @@ from scalix_migrate.destinations.base import (
 from scalix_migrate.errors import ItemError, TransientError, UserError
 from scalix_migrate.imapfetch import fetch as imap_fetch
 from scalix_migrate.imapfetch import quiet_protocol_trace
+from scalix_migrate.message_identity import fingerprint_of, message_id_of
 from scalix_migrate.netfaults import (
     classify,
     describe,

@@ -100,7 +100,7 @@ class Sink:
         first_uid: int = 1,
     ) -> FolderCursor:
         """Record ``messages`` as extracted into ``folder`` (empty list: an empty folder)."""
-        from scalix_migrate.destinations.base import message_id_of
+        from scalix_migrate.message_identity import message_id_of
 
         store = StagingStore(cfg.options.staging_dir, cfg.tenant, self.user.key)
         source = SourceFolder(folder, folder, "/", frozenset(), special)
