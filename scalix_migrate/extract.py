@@ -69,6 +69,7 @@ from scalix_migrate.records import (
 from scalix_migrate.scalix.imap_source import META_CHUNK, FetchFailure, MessageInfo, ScalixMailbox
 from scalix_migrate.staging import StagingBatch, StagingStore
 from scalix_migrate.state import Journal
+from scalix_migrate.user_context import open_source
 
 log = logging.getLogger(__name__)
 
@@ -577,7 +578,7 @@ def extract_user(
     user: ScalixUser,
     *,
     phase: Phase = "full",
-    mailbox: MailboxFactory = ScalixMailbox,
+    mailbox: MailboxFactory = open_source,
     feed: LoadFeed | None = None,
 ) -> ExtractResult:
     """Extract one user's mailbox into the staging store and the journal (see module doc).

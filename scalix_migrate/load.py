@@ -62,7 +62,6 @@ from scalix_migrate.config import TenantConfig
 from scalix_migrate.destinations.base import (
     AppendItem,
     Destination,
-    open_destination,
 )
 from scalix_migrate.errors import ItemError, MigrationError, TransientError
 from scalix_migrate.feed import LoadFeed
@@ -72,6 +71,7 @@ from scalix_migrate.message_identity import fingerprint_of, message_id_of
 from scalix_migrate.records import LedgerEntry, LoadState, ScalixUser, SpecialFolder
 from scalix_migrate.staging import StagingStore
 from scalix_migrate.state import Journal, flags_from_text, flags_to_text, messages
+from scalix_migrate.user_context import open_destination
 
 BATCH_MESSAGES = 50
 BATCH_BYTES = 8 << 20

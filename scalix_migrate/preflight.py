@@ -22,7 +22,6 @@ import shlex
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from enum import StrEnum
 
 from imapclient.exceptions import IMAPClientError
 
@@ -30,299 +29,27 @@ from scalix_migrate.config import TenantConfig, TLSMode
 from scalix_migrate.discovery import Discovery, discover_users, matches
 from scalix_migrate.errors import FatalError, MigrationError, PreflightError, TransientError
 from scalix_migrate.netfaults import plain_text
-from scalix_migrate.records import ScalixUser
+from scalix_migrate.preflight_codes import PREFLIGHT_CODES as PREFLIGHT_CODES
+from scalix_migrate.preflight_codes import (
+    SCALIX_CONNECT_RATE_LIMIT,
+    SCALIX_CONNECTION_LIMIT,
+    SCALIX_SIGNONS_PER_USER,
+    SOURCE_SESSIONS_PER_USER,
+    Finding,
+    Severity,
+    finding,
+)
+from scalix_migrate.preflight_destination import destination_findings, staging_findings
+from scalix_migrate.preflight_groupware import groupware_findings
+from scalix_migrate.records import ScalixUser, SourceFolder
 from scalix_migrate.scalix.admin import ScalixAdmin
-from scalix_migrate.scalix.imap_login import login_identity, mboxadmin_session
 from scalix_migrate.scalix.parsers import parse_sessions
+from scalix_migrate.user_context import UserContext
 
 log = logging.getLogger(__name__)
 
-# Scalix's installer defaults (scalix.md §1.1).
-SCALIX_CONNECTION_LIMIT = 500
-SCALIX_CONNECT_RATE_LIMIT = 10.0
-SCALIX_SIGNONS_PER_USER = 54
-SOURCE_SESSIONS_PER_USER = 1  # extract reads one user over one IMAP session at a time
 NAMESPACE_ROOTS = {"other users", "public folders"}
 MAX_UNPARSED_FINDINGS = 50
-
-
-class Severity(StrEnum):
-    blocking = "blocking"
-    exclude_user = "exclude-user"
-    warning = "warning"
-
-
-@dataclass(frozen=True)
-class PreflightCode:
-    code: str
-    severity: Severity
-    title: str
-    remedy: str
-
-
-B, X, W = Severity.blocking, Severity.exclude_user, Severity.warning
-_CODES = [
-    PreflightCode("PF-SSH-001", B, "SSH unreachable", "Check source.ssh.host/port and sshd."),
-    PreflightCode(
-        "PF-SSH-002",
-        B,
-        "SSH host key unknown",
-        "Verify the fingerprint shown, then pin it in source.ssh.host_key_fingerprint.",
-    ),
-    PreflightCode(
-        "PF-SSH-003", B, "SSH host key changed", "Find out why the key changed; then re-pin it."
-    ),
-    PreflightCode(
-        "PF-SSH-004", B, "SSH login refused", "Check source.ssh.user and its key or password."
-    ),
-    PreflightCode(
-        "PF-SSH-005",
-        B,
-        "admin commands not runnable",
-        "Run the command shown on the Scalix host; fix source.ssh.bin_dir, sudo or the template.",
-    ),
-    PreflightCode(
-        "PF-SSH-006",
-        W,
-        "admin output line not understood",
-        "Check the line; override the command template in source.ssh.commands if needed.",
-    ),
-    PreflightCode(
-        "PF-SSH-007",
-        X,
-        "admin command failed for a user",
-        "Run the command shown by hand; the user is left out until it works.",
-    ),
-    PreflightCode(
-        "PF-ADM-001", B, "admin user not found", "Set source.admin_user to an existing Scalix user."
-    ),
-    PreflightCode(
-        "PF-ADM-002",
-        B,
-        "admin is not a full administrator",
-        "SAC → the admin user → Advanced tab → tick 'Is full administrator'; if SAC shows it "
-        "ticked, accept the finding: preflight.accept: [PF-ADM-002].",
-    ),
-    PreflightCode(
-        "PF-ADM-004",
-        W,
-        "full administrator not shown by omshowu; the rights were shown by use",
-        "Check 'Is full administrator' in SAC; then accept it with preflight.accept: [PF-ADM-004].",
-    ),
-    PreflightCode(
-        "PF-ADM-005",
-        W,
-        "mboxadmin not listed by omshowu, yet the mboxadmin login worked",
-        "Nothing to do when the test mailbox opened; check the capability list if unexpected.",
-    ),
-    PreflightCode(
-        "PF-ADM-003",
-        B,
-        "admin lacks mboxadmin",
-        "As root on the Scalix host: /opt/scalix/bin/ommodu -o ADMIN -c +mboxadmin",
-    ),
-    PreflightCode(
-        "PF-TST-001",
-        B,
-        "test user not found",
-        "Set source.test_user to the primary address of a real user (not the admin).",
-    ),
-    PreflightCode(
-        "PF-TST-002",
-        B,
-        "test user given by an alias",
-        "Set source.test_user to the user's primary address (the first Internet Address).",
-    ),
-    PreflightCode(
-        "PF-TST-003",
-        B,
-        "mboxadmin login refused",
-        "Check source.admin_password (the admin's own Scalix password) and that "
-        "source.admin_user holds mboxadmin: ommodu -o ADMIN -c +mboxadmin (as root).",
-    ),
-    PreflightCode(
-        "PF-TST-004",
-        B,
-        "test mailbox not readable",
-        "Open the test user's mailbox in a mail client as mboxadmin:<admin>:<user>.",
-    ),
-    PreflightCode(
-        "PF-IMAP-001", B, "source IMAP unreachable", "Check source.imap.host/port and tls."
-    ),
-    PreflightCode(
-        "PF-TLS-001",
-        W,
-        "source TLS disabled or unverified",
-        "Use tls: implicit/starttls with verify_certificate: true where the network allows.",
-    ),
-    PreflightCode(
-        "PF-TLS-002",
-        B,
-        "source TLS certificate not trusted",
-        "Give source.imap.ca_file, or set verify_certificate: false knowingly.",
-    ),
-    PreflightCode(
-        "PF-USR-001",
-        X,
-        "export identity is not the primary address (M0022)",
-        "In SAC move the address shown to the top of the user's e-mail addresses.",
-    ),
-    PreflightCode(
-        "PF-USR-002", X, "user has no e-mail address", "Give the user an address in SAC."
-    ),
-    PreflightCode(
-        "PF-USR-003", W, "user has no message store", "Nothing to do: migrated as empty."
-    ),
-    PreflightCode(
-        "PF-USR-004", W, "user's mail account is locked", "Nothing to do unless it is unexpected."
-    ),
-    PreflightCode(
-        "PF-USR-005",
-        X,
-        "folder name contains / or \\",
-        "Rename the folder named in the message (in Outlook or SWA), then rerun preflight.",
-    ),
-    PreflightCode(
-        "PF-USR-006",
-        X,
-        "user's folders could not be listed",
-        "Open the mailbox as mboxadmin:<admin>:<user> by hand to see why.",
-    ),
-    PreflightCode(
-        "PF-SEL-001",
-        W,
-        "include pattern matched no user",
-        "Fix options.users.include (names, addresses or fnmatch patterns).",
-    ),
-    PreflightCode(
-        "PF-SEL-002", W, "no user selected", "Check source.server_names and options.users."
-    ),
-    PreflightCode(
-        "PF-SES-001",
-        W,
-        "user connected now",
-        "Ask the user to log off, or use service.restart with a lock-out before cutover.",
-    ),
-    PreflightCode(
-        "PF-CON-001",
-        B,
-        "too many connections for Scalix",
-        f"Keep options.concurrency.connections_per_server ≤ {SCALIX_CONNECTION_LIMIT}.",
-    ),
-    PreflightCode(
-        "PF-CON-002",
-        B,
-        "connect rate above Scalix's limit",
-        f"Keep options.concurrency.connects_per_second ≤ {SCALIX_CONNECT_RATE_LIMIT:g}.",
-    ),
-    PreflightCode(
-        "PF-CON-003",
-        B,
-        "sign-ons per user above Scalix's limit",
-        f"Keep the sessions per user ≤ {SCALIX_SIGNONS_PER_USER} (MAX_SIGNON_PER_USER).",
-    ),
-    PreflightCode(
-        "PF-CON-004",
-        W,
-        "more users in parallel than connections",
-        "Lower options.concurrency.users or raise connections_per_server.",
-    ),
-    PreflightCode(
-        "PF-DST-001", B, "destination unreachable", "Check destination.host/port and tls."
-    ),
-    PreflightCode(
-        "PF-DST-002",
-        B,
-        "destination login refused",
-        "Check destination.password/token and login_template for the sample user.",
-    ),
-    PreflightCode(
-        "PF-DST-003",
-        B,
-        "scratch folder cannot be created or removed",
-        "Give the destination account the right to create and delete folders.",
-    ),
-    PreflightCode(
-        "PF-DST-004",
-        X,
-        "destination quota below the Scalix mailbox size",
-        "Raise the user's quota at the destination.",
-    ),
-    PreflightCode(
-        "PF-DST-005",
-        B,
-        "destination path not writable or too full",
-        "Create the directory with write access for the migrator, or free space.",
-    ),
-    PreflightCode(
-        "PF-DST-006",
-        W,
-        "destination TLS disabled or unverified",
-        "Use tls: implicit/starttls with verify_certificate: true.",
-    ),
-    PreflightCode(
-        "PF-GW-001",
-        B,
-        "calendar/contacts server unreachable",
-        "Check destination.calendar/contacts url, TLS and the server.",
-    ),
-    PreflightCode(
-        "PF-GW-002",
-        B,
-        "calendar or address book cannot be created or removed",
-        "Check the DAV url/preset and that the user may create and delete collections.",
-    ),
-    PreflightCode(
-        "PF-GW-003",
-        B,
-        "calendar/contacts login refused",
-        "Check destination.calendar/contacts password/token and login_template.",
-    ),
-    PreflightCode(
-        "PF-GW-004",
-        B,
-        "groupware files directory not writable",
-        "Create destination.calendar/contacts path with write access for the migrator.",
-    ),
-    PreflightCode(
-        "PF-GW-005", W, "calendar/contacts server over plain http", "Use an https:// URL."
-    ),
-    PreflightCode(
-        "PF-GW-006",
-        W,
-        "DAV server's resource size limit is small",
-        "Raise the server's limit (max-resource-size); larger items are reported per item.",
-    ),
-    PreflightCode(
-        "PF-STG-001",
-        B,
-        "staging directory not writable or too full",
-        "Free space or point options.staging_dir at a larger disk.",
-    ),
-]
-PREFLIGHT_CODES: dict[str, PreflightCode] = {c.code: c for c in _CODES}
-
-
-@dataclass(frozen=True)
-class Finding:
-    code: str
-    severity: Severity
-    user: str | None
-    message: str
-    remedy: str
-    accepted: bool = False  # by preflight.accept: kept and shown, but blocks/excludes nothing
-
-    @property
-    def counts(self) -> bool:
-        """Whether the finding has its severity's effect (it is not accepted)."""
-        return not self.accepted
-
-
-def finding(
-    code: str, message: str, *, user: str | None = None, remedy: str | None = None
-) -> Finding:
-    spec = PREFLIGHT_CODES[code]
-    return Finding(code, spec.severity, user, message, remedy or spec.remedy)
 
 
 @dataclass
@@ -440,9 +167,6 @@ def _run_checks(
     folder_check_limit: int | None,
     named: Sequence[str],
 ) -> PreflightReport:
-    from scalix_migrate.preflight_destination import destination_findings, staging_findings
-    from scalix_migrate.preflight_groupware import groupware_findings
-
     report = PreflightReport()
     add = report.findings.extend
     add(tls_findings(cfg))
@@ -665,11 +389,15 @@ def test_user_findings(
 
 
 def probe_mailbox(cfg: TenantConfig, user: ScalixUser) -> list[Finding]:
-    """mboxadmin login, LIST, EXAMINE INBOX, one header with BODY.PEEK: all read-only."""
-    target = login_identity(cfg, user)
+    """mboxadmin login, LIST, EXAMINE INBOX, one header with BODY.PEEK: all read-only.
+
+    The mailbox is opened as extract opens it (the user's context: same login name, quoting
+    and connection), so what preflight proves is what extract will meet."""
+    context = UserContext.of(cfg, user)
     try:
-        with mboxadmin_session(cfg, target) as client:
-            folders = client.list_folders()
+        with context.open_source() as mailbox:
+            folders = mailbox.list_folders()
+            client = mailbox.client
             info = client.select_folder("INBOX", readonly=True)
             if b"READ-ONLY" not in info:
                 return [
@@ -681,7 +409,12 @@ def probe_mailbox(cfg: TenantConfig, user: ScalixUser) -> list[Finding]:
                 got = client.fetch(uids[:1], ["BODY.PEEK[HEADER]"])
                 if not got or not any(b"BODY[HEADER]" in v for v in got.values()):
                     return [finding("PF-TST-004", "no header came back", user=user.key)]
-            log.info("test mailbox %s: %d folders, INBOX %d messages", target, len(folders), exists)
+            log.info(
+                "test mailbox %s: %d folders, INBOX %d messages",
+                context.source_login,
+                len(folders),
+                exists,
+            )
     except MigrationError as exc:
         return [_imap_error_finding(exc, user)]
     except (IMAPClientError, OSError) as exc:
@@ -771,8 +504,8 @@ def folder_findings(
             time.sleep(wait)
         last = time.monotonic()
         try:
-            with mboxadmin_session(cfg, login_identity(cfg, user)) as client:
-                listing = client.list_folders()
+            with UserContext.of(cfg, user).open_source() as mailbox:
+                listing = mailbox.list_folders()
         except MigrationError as exc:
             out.append(finding("PF-USR-006", exc.message, user=user.key))
             continue
@@ -781,22 +514,20 @@ def folder_findings(
                 finding("PF-USR-006", f"{type(exc).__name__}: {plain_text(exc)}", user=user.key)
             )
             continue
-        out += _bad_folder_names(user, [(f, n) for f, _, n in listing])
+        out += _bad_folder_names(user, listing)
     return out
 
 
-def _bad_folder_names(
-    user: ScalixUser, listing: list[tuple[tuple[bytes, ...], str]]
-) -> list[Finding]:
+def _bad_folder_names(user: ScalixUser, listing: Sequence[SourceFolder]) -> list[Finding]:
     out = []
-    names = {n for _, n in listing}
-    for flags, name in listing:
-        lowered = {f.lower() for f in flags}
+    names = {f.name for f in listing}
+    for folder in listing:
+        name = folder.name
         hint = None
         if "\\" in name:
             hint = f"folder {name!r} contains '\\'"
         elif (
-            b"\\noselect" in lowered
+            not folder.selectable
             and name.lower() not in NAMESPACE_ROOTS
             and any(n.startswith(name + "/") for n in names)
         ):

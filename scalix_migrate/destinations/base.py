@@ -16,13 +16,10 @@ from __future__ import annotations
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from types import TracebackType
 from typing import Protocol, runtime_checkable
 
-from scalix_migrate.config import TenantConfig
-from scalix_migrate.errors import ConfigError, ItemError
-from scalix_migrate.records import ScalixUser
+from scalix_migrate.errors import ItemError
 
 
 @dataclass(frozen=True)
@@ -153,49 +150,3 @@ def not_there(ident: str, folder: str, user: str | None) -> ItemError:
         user=user,
         folder=folder,
     )
-
-
-# --- choosing a destination -------------------------------------------------------------
-
-
-def user_placeholders(cfg: TenantConfig, user: ScalixUser) -> dict[str, str]:
-    """The values of ``{email} {local_part} {domain} {auth_id} {display_name} {tenant}``."""
-    email = user.primary_address or user.key
-    local, _, domain = email.partition("@")
-    return {
-        "email": email,
-        "local_part": local,
-        "domain": domain,
-        "auth_id": user.auth_id or local,
-        "display_name": user.display_name,
-        "tenant": cfg.tenant,
-    }
-
-
-def render_template(template: str, cfg: TenantConfig, user: ScalixUser) -> str:
-    """Fill a per-user template; an unknown placeholder is a config error."""
-    values = user_placeholders(cfg, user)
-    try:
-        return template.format_map(values)
-    except (KeyError, IndexError, ValueError) as exc:
-        raise ConfigError(
-            f"template {template!r} uses an unknown placeholder ({exc}); "
-            f"known: {', '.join('{' + k + '}' for k in values)}"
-        ) from None
-
-
-def open_destination(cfg: TenantConfig, user: ScalixUser) -> Destination:
-    """The sink ``cfg.destination.type`` names, for ``user`` (not yet entered)."""
-    dest = cfg.destination
-    if dest.type == "imap":
-        from scalix_migrate.destinations.imap import ImapDestination
-
-        imap_dest: Destination = ImapDestination(dest, cfg, user)
-        return imap_dest
-    if dest.type == "maildir":
-        from scalix_migrate.destinations.maildir import MaildirDestination
-
-        return MaildirDestination(Path(render_template(dest.path, cfg, user)), user=user.key)
-    from scalix_migrate.destinations.mbox import MboxDestination
-
-    return MboxDestination(Path(render_template(dest.path, cfg, user)), user=user.key)

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from scalix_migrate.config import TenantConfig, parse_config
-from scalix_migrate.destinations.base import Destination, open_destination
+from scalix_migrate.destinations.base import Destination
 from scalix_migrate.records import (
     FolderCursor,
     LedgerEntry,
@@ -30,6 +30,7 @@ from scalix_migrate.records import (
 )
 from scalix_migrate.staging import StagingStore
 from scalix_migrate.state import Journal
+from scalix_migrate.user_context import open_destination
 
 
 @dataclass(frozen=True)
