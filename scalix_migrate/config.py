@@ -33,6 +33,7 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 
 from scalix_migrate.errors import ConfigError
+from scalix_migrate.preflight_codes import PREFLIGHT_CODES
 from scalix_migrate.secrets import SecretRef
 
 
@@ -464,9 +465,6 @@ class DeploymentOptions(_Model):
 
 
 def _known_preflight_code(entry: str) -> str:
-    # Imported here: preflight imports this module.
-    from scalix_migrate.preflight import PREFLIGHT_CODES
-
     if entry.split(":", 1)[0].strip().upper() not in PREFLIGHT_CODES:
         raise ValueError(
             "a preflight code listed by `scalix-migrate codes` (CODE, or CODE:user for one "

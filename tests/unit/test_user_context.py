@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from scalix_migrate import load
 from scalix_migrate.config import TenantConfig
 from scalix_migrate.extract import extract_user
 from scalix_migrate.preflight import folder_findings
@@ -61,8 +62,6 @@ def test_preflight_checks_the_path_the_load_writes(tmp_path: Path) -> None:
         display_name="Jörg Ünger", mailnode="sales", auth_id="joerg", mailbox_kib=1 << 40
     )
     (full,) = destination_findings(cfg, huge, [huge])  # more than any disk: the path is named
-    from scalix_migrate.load import open_destination  # load's own sink factory
-
-    sink = open_destination(cfg, huge)
+    sink = load.open_destination(cfg, huge)  # the sink factory load_user uses by default
     assert full.code == "PF-DST-005"
     assert f"destination path {sink.root}:" in full.message  # type: ignore[attr-defined]
