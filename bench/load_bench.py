@@ -32,9 +32,10 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # tests.testbed is imported from the checkout
 
 from scalix_migrate.config import TenantConfig, parse_config  # noqa: E402
-from scalix_migrate.destinations.base import Destination, message_id_of  # noqa: E402
+from scalix_migrate.destinations.base import Destination  # noqa: E402
 from scalix_migrate.destinations.imap import ImapDestination  # noqa: E402
 from scalix_migrate.load import load_user  # noqa: E402
+from scalix_migrate.message_identity import message_id_of  # noqa: E402
 from scalix_migrate.records import LedgerEntry, LoadState, ScalixUser, SourceFolder  # noqa: E402
 from scalix_migrate.staging import StagingStore  # noqa: E402
 from scalix_migrate.state import Journal  # noqa: E402

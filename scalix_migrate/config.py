@@ -84,6 +84,20 @@ def _check_placeholders(template: str) -> str:
     return template
 
 
+_NAMED_PLACEHOLDER = re.compile(r"\{([A-Za-z_]\w*)\}")
+
+
+def _check_token_placeholders(template: str) -> str:
+    """Refuse an unknown ``{name}`` in a token command or file: those are filled selectively
+    (:class:`scalix_migrate.xoauth2.TokenSource`), so any other brace (JSON) is literal."""
+    unknown = sorted(set(_NAMED_PLACEHOLDER.findall(template)) - set(USER_PLACEHOLDERS))
+    if unknown:
+        known = ", ".join("{" + k + "}" for k in USER_PLACEHOLDERS)
+        shown = ", ".join("{" + u + "}" for u in unknown)
+        raise ValueError(f"placeholders among {known} only ({shown} is not one)")
+    return template
+
+
 class SSHConfig(_Model):
     """How to reach the Scalix host's admin commands."""
 
@@ -286,10 +300,15 @@ class ImapDestinationConfig(_MailDestination):
     def effective_port(self) -> int:
         return self.port or (993 if self.tls is TLSMode.implicit else 143)
 
-    @field_validator("login_template", "token_command", "token_file")
+    @field_validator("login_template")
     @classmethod
-    def _placeholders(cls, v: str | None) -> str | None:
-        return None if v is None else _check_placeholders(v)
+    def _placeholders(cls, v: str) -> str:
+        return _check_placeholders(v)
+
+    @field_validator("token_command", "token_file")
+    @classmethod
+    def _token_placeholders(cls, v: str | None) -> str | None:
+        return None if v is None else _check_token_placeholders(v)
 
     @model_validator(mode="after")
     def _credentials(self) -> ImapDestinationConfig:

@@ -29,16 +29,15 @@ from scalix_migrate.demo_groupware import (
     print_groupware,
     start_dav,
 )
-from scalix_migrate.destinations.base import open_destination
 from scalix_migrate.discovery import discover_users
 from scalix_migrate.flowrun import preflight_report, run_flow
 from scalix_migrate.preflight import PreflightReport
 from scalix_migrate.private import private_dir
 from scalix_migrate.records import ScalixUser
 from scalix_migrate.sandbox.directory import Directory
-from scalix_migrate.scalix.imap_source import ScalixMailbox
 from scalix_migrate.state import Journal, UserStatus
 from scalix_migrate.steps import journal_for
+from scalix_migrate.user_context import UserContext
 
 if TYPE_CHECKING:
     from scalix_migrate.sandbox import Sandbox
@@ -166,7 +165,7 @@ def apply_remedies(
             sandbox.update_directory(to_top)
             fixed.append(auth_id.lower())
         elif f.code == "PF-USR-005":
-            with ScalixMailbox(cfg, user) as mailbox:
+            with UserContext.of(cfg, user).open_source() as mailbox:
                 for folder in mailbox.list_folders():
                     leaf = folder.name.rsplit(folder.delimiter, 1)[-1]
                     if "\\" in leaf or "/" in leaf:
@@ -200,7 +199,8 @@ def _compare_user(cfg: TenantConfig, journal: Journal, user: ScalixUser) -> list
             skipped[e.folder] = (n + 1, b + e.size)
     dest_names = {r.folder: r.dest_folder for r in journal.folder_rows(cfg.tenant, user.key)}
     out: list[FolderCheck] = []
-    with ScalixMailbox(cfg, user) as source, open_destination(cfg, user) as dest:
+    context = UserContext.of(cfg, user)
+    with context.open_source() as source, context.open_destination() as dest:
         for folder in source.list_folders():
             if not folder.selectable or folder.name not in dest_names:
                 continue

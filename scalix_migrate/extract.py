@@ -53,6 +53,7 @@ from scalix_migrate import groupware
 from scalix_migrate.config import FolderOptions, Phase, TenantConfig
 from scalix_migrate.errors import ItemError, UserError
 from scalix_migrate.feed import LoadFeed, LoadStopped
+from scalix_migrate.message_identity import message_id_of
 from scalix_migrate.ratelimit import limiter_for
 from scalix_migrate.records import (
     FetchedMessage,
@@ -66,6 +67,7 @@ from scalix_migrate.records import (
 from scalix_migrate.scalix.imap_source import META_CHUNK, FetchFailure, MessageInfo, ScalixMailbox
 from scalix_migrate.staging import StagingBatch, StagingStore
 from scalix_migrate.state import Journal
+from scalix_migrate.user_context import open_source
 
 log = logging.getLogger(__name__)
 
@@ -527,7 +529,10 @@ class _FolderRun:
         self, folder: SourceFolder, cursor: FolderCursor, msg: FetchedMessage, files: StagingBatch
     ) -> LedgerEntry:
         digest = files.put(msg.body)
-        message_id, scalix_class = _headers(msg.body)
+        _, scalix_class = _headers(msg.body)
+        # The ledger keeps the Message-ID every sink reads back (unfolded the same way): the
+        # loader's reconciliation and verify look one up by the other.
+        message_id = message_id_of(msg.body)
         item = item_class_of(scalix_class, folder.folder_class)
         outcome = groupware.export_item(
             msg.body, sha256=digest, item_class=item, folder=folder.name, user_root=self.store.root
@@ -568,7 +573,7 @@ def extract_user(
     user: ScalixUser,
     *,
     phase: Phase = Phase.full,
-    mailbox: MailboxFactory = ScalixMailbox,
+    mailbox: MailboxFactory = open_source,
     feed: LoadFeed | None = None,
 ) -> ExtractResult:
     """Extract one user's mailbox into the staging store and the journal (see module doc).

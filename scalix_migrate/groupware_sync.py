@@ -41,7 +41,6 @@ from scalix_migrate.config import (
     TenantConfig,
 )
 from scalix_migrate.dav import DavClient, Fetched, collection_slug, home_url
-from scalix_migrate.destinations.base import render_template, user_placeholders
 from scalix_migrate.errors import ItemError, UserError
 from scalix_migrate.groupware_compare import differences
 from scalix_migrate.groupware_items import (
@@ -61,6 +60,7 @@ from scalix_migrate.state.groupware import (
     VERIFIED,
     GroupwareRow,
 )
+from scalix_migrate.user_context import UserContext
 from scalix_migrate.xoauth2 import TokenSource
 
 Book = Literal["calendar", "contacts"]
@@ -201,12 +201,7 @@ def _auth(
     dest: CalDavConfig | CardDavConfig, cfg: TenantConfig, user: ScalixUser, login: str
 ) -> httpx.Auth:
     if dest.auth == "bearer":
-        tokens = TokenSource(
-            command=dest.token_command,
-            file=dest.token_file,
-            placeholders=user_placeholders(cfg, user),
-            user=user.key,
-        )
+        tokens = UserContext.of(cfg, user).tokens(command=dest.token_command, file=dest.token_file)
         return _BearerAuth(tokens)
     assert dest.password is not None  # the config model requires one
     return httpx.BasicAuth(login, dest.password.resolve())
@@ -233,8 +228,9 @@ def dav_client(
     dest: CalDavConfig | CardDavConfig, cfg: TenantConfig, user: ScalixUser
 ) -> DavClient:
     """The user's DAV client (not yet entered): home from the preset, login from the template."""
-    login = render_template(dest.login_template, cfg, user)
-    home = home_url(render_template(dest.url, cfg, user), dest.preset, dest.type, login)
+    context = UserContext.of(cfg, user)
+    login = context.render(dest.login_template)
+    home = home_url(context.render(dest.url), dest.preset, dest.type, login)
     verify: bool | str = str(dest.ca_file) if dest.ca_file else dest.verify_certificate
     return DavClient(
         home,
@@ -256,7 +252,7 @@ def _sinks(cfg: TenantConfig, user: ScalixUser, stack: ExitStack) -> dict[str, G
         if dest is None:
             continue
         if isinstance(dest, GroupwareFilesConfig):
-            root = Path(render_template(dest.path, cfg, user)).expanduser() / book
+            root = Path(UserContext.of(cfg, user).render(dest.path)).expanduser() / book
             sinks[book] = FilesSink(root)
             continue
         client = stack.enter_context(dav_client(dest, cfg, user))

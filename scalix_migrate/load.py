@@ -59,17 +59,16 @@ from scalix_migrate.config import TenantConfig
 from scalix_migrate.destinations.base import (
     AppendItem,
     Destination,
-    fingerprint_of,
-    message_id_of,
-    open_destination,
 )
 from scalix_migrate.errors import ItemError, MigrationError, TransientError
 from scalix_migrate.feed import LoadFeed
 from scalix_migrate.flags import FlagMapper, is_deleted, map_flags
 from scalix_migrate.folders import FolderPlan, SourceFolderInfo, plan_folders
+from scalix_migrate.message_identity import fingerprint_of, message_id_of
 from scalix_migrate.records import LedgerEntry, LoadState, ScalixUser
 from scalix_migrate.staging import StagingStore
 from scalix_migrate.state import FolderRow, Journal, flags_from_text, flags_to_text
+from scalix_migrate.user_context import open_destination
 
 BATCH_MESSAGES = 50
 BATCH_BYTES = 8 << 20

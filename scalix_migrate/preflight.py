@@ -36,44 +36,20 @@ from scalix_migrate.config import TenantConfig, TLSMode
 from scalix_migrate.discovery import Discovery, discover_users, matches
 from scalix_migrate.errors import FatalError, MigrationError, PreflightError, TransientError
 from scalix_migrate.netfaults import plain_text
-from scalix_migrate.records import ScalixUser
+from scalix_migrate.preflight_destination import destination_findings, staging_findings
+from scalix_migrate.preflight_findings import Finding as Finding
+from scalix_migrate.preflight_findings import finding as finding
+from scalix_migrate.preflight_groupware import groupware_findings
+from scalix_migrate.records import ScalixUser, SourceFolder
 from scalix_migrate.scalix.admin import ScalixAdmin
-from scalix_migrate.scalix.imap_login import login_identity, mboxadmin_session
 from scalix_migrate.scalix.parsers import parse_sessions
+from scalix_migrate.user_context import UserContext
 
 log = logging.getLogger(__name__)
 
 SOURCE_SESSIONS_PER_USER = 1  # extract reads one user over one IMAP session at a time
 NAMESPACE_ROOTS = {"other users", "public folders"}
 MAX_UNPARSED_FINDINGS = 50
-
-
-@dataclass(frozen=True)
-class Finding:
-    code: str
-    severity: Severity
-    user: str | None
-    message: str
-    remedy: str
-    accepted: bool = False  # by preflight.accept: kept and shown, but blocks/excludes nothing
-
-    @property
-    def counts(self) -> bool:
-        """Whether the finding has its severity's effect (it is not accepted)."""
-        return not self.accepted
-
-    def __post_init__(self) -> None:
-        if self.code not in PREFLIGHT_CODES:
-            raise ValueError(f"unknown preflight code {self.code!r}: not in codes.PREFLIGHT_CODES")
-
-
-def finding(
-    code: str, message: str, *, user: str | None = None, remedy: str | None = None
-) -> Finding:
-    spec = PREFLIGHT_CODES.get(code)
-    if spec is None:
-        raise ValueError(f"unknown preflight code {code!r}: not in codes.PREFLIGHT_CODES")
-    return Finding(code, spec.severity, user, message, remedy or spec.remedy)
 
 
 @dataclass
@@ -199,9 +175,6 @@ def _run_checks(
     folder_check_limit: int | None,
     named: Sequence[str],
 ) -> PreflightReport:
-    from scalix_migrate.preflight_destination import destination_findings, staging_findings
-    from scalix_migrate.preflight_groupware import groupware_findings
-
     # The users given are checked even when a check ends preflight early (an SSH fault).
     report = PreflightReport(users=list(discovery.users) if discovery is not None else [])
     add = report.findings.extend
@@ -425,11 +398,15 @@ def test_user_findings(
 
 
 def probe_mailbox(cfg: TenantConfig, user: ScalixUser) -> list[Finding]:
-    """mboxadmin login, LIST, EXAMINE INBOX, one header with BODY.PEEK: all read-only."""
-    target = login_identity(cfg, user)
+    """mboxadmin login, LIST, EXAMINE INBOX, one header with BODY.PEEK: all read-only.
+
+    The mailbox is opened as extract opens it (the user's context: same login name, quoting
+    and connection), so what preflight proves is what extract will meet."""
+    context = UserContext.of(cfg, user)
     try:
-        with mboxadmin_session(cfg, target) as client:
-            folders = client.list_folders()
+        with context.open_source() as mailbox:
+            folders = mailbox.list_folders()
+            client = mailbox.client
             info = client.select_folder("INBOX", readonly=True)
             if b"READ-ONLY" not in info:
                 return [
@@ -441,7 +418,12 @@ def probe_mailbox(cfg: TenantConfig, user: ScalixUser) -> list[Finding]:
                 got = client.fetch(uids[:1], ["BODY.PEEK[HEADER]"])
                 if not got or not any(b"BODY[HEADER]" in v for v in got.values()):
                     return [finding("PF-TST-004", "no header came back", user=user.key)]
-            log.info("test mailbox %s: %d folders, INBOX %d messages", target, len(folders), exists)
+            log.info(
+                "test mailbox %s: %d folders, INBOX %d messages",
+                context.source_login,
+                len(folders),
+                exists,
+            )
     except MigrationError as exc:
         return [_imap_error_finding(exc, user)]
     except (IMAPClientError, OSError) as exc:
@@ -531,8 +513,8 @@ def folder_findings(
             time.sleep(wait)
         last = time.monotonic()
         try:
-            with mboxadmin_session(cfg, login_identity(cfg, user)) as client:
-                listing = client.list_folders()
+            with UserContext.of(cfg, user).open_source() as mailbox:
+                listing = mailbox.list_folders()
         except MigrationError as exc:
             out.append(finding("PF-USR-006", exc.message, user=user.key))
             continue
@@ -541,22 +523,20 @@ def folder_findings(
                 finding("PF-USR-006", f"{type(exc).__name__}: {plain_text(exc)}", user=user.key)
             )
             continue
-        out += _bad_folder_names(user, [(f, n) for f, _, n in listing])
+        out += _bad_folder_names(user, listing)
     return out
 
 
-def _bad_folder_names(
-    user: ScalixUser, listing: list[tuple[tuple[bytes, ...], str]]
-) -> list[Finding]:
+def _bad_folder_names(user: ScalixUser, listing: Sequence[SourceFolder]) -> list[Finding]:
     out = []
-    names = {n for _, n in listing}
-    for flags, name in listing:
-        lowered = {f.lower() for f in flags}
+    names = {f.name for f in listing}
+    for folder in listing:
+        name = folder.name
         hint = None
         if "\\" in name:
             hint = f"folder {name!r} contains '\\'"
         elif (
-            b"\\noselect" in lowered
+            not folder.selectable
             and name.lower() not in NAMESPACE_ROOTS
             and any(n.startswith(name + "/") for n in names)
         ):

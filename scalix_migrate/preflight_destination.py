@@ -1,6 +1,8 @@
 """Preflight checks of the destination and of the staging directory.
 
-IMAP destinations (imapclient): reachable; the sample user's credentials work; a scratch folder
+IMAP destinations: the sample user's sink, opened through its
+:class:`~scalix_migrate.user_context.UserContext` exactly as the load opens it (connection,
+login, password or token command), is reachable and its credentials work; a scratch folder
 can be created and removed; where the server reports a quota (RFC 2087), the free quota is at
 least the user's Scalix mailbox size. Maildir/mbox: the sample user's path is writable and its
 disk has room for the selected users. Staging: writable, with room for the selected users.
@@ -8,40 +10,22 @@ disk has room for the selected users. Staging: writable, with room for the selec
 
 from __future__ import annotations
 
-import contextlib
-import imaplib
 import os
 import shutil
-import subprocess
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
 
 from imapclient import IMAPClient
-from imapclient.exceptions import IMAPClientError, LoginError
+from imapclient.exceptions import IMAPClientError
 
 from scalix_migrate.config import ImapDestinationConfig, TenantConfig, TLSMode
-from scalix_migrate.errors import CATALOGUE, ConfigError
-from scalix_migrate.imapfetch import quiet_protocol_trace
-from scalix_migrate.netfaults import classify, describe, destination_code, plain_text, server_text
-from scalix_migrate.preflight import Finding, finding
+from scalix_migrate.destinations.imap import ImapDestination
+from scalix_migrate.errors import CATALOGUE, MigrationError, TransientError
+from scalix_migrate.netfaults import classify, describe, destination_code
+from scalix_migrate.preflight_findings import Finding, finding
 from scalix_migrate.records import ScalixUser
-from scalix_migrate.scalix.imap_login import imap_quote, ssl_context
-
-TOKEN_COMMAND_TIMEOUT_S = 60.0
-
-
-def placeholders(cfg: TenantConfig, user: ScalixUser) -> dict[str, str]:
-    email = user.primary_address or user.auth_id or user.display_name
-    local, _, domain = email.partition("@")
-    return {
-        "email": email,
-        "local_part": local,
-        "domain": domain,
-        "auth_id": user.auth_id or email,
-        "display_name": user.display_name,
-        "tenant": cfg.tenant,
-    }
+from scalix_migrate.user_context import UserContext
 
 
 def estimated_bytes(users: Iterable[ScalixUser]) -> int:
@@ -87,28 +71,17 @@ def destination_findings(
     if isinstance(dest, ImapDestinationConfig):
         return imap_destination_findings(dest, cfg, sample)
     try:
-        path = Path(dest.path.format(**placeholders(cfg, sample)))
-    except (KeyError, IndexError, ValueError) as exc:
-        return [finding("PF-DST-005", f"destination.path {dest.path!r}: bad placeholder {exc}")]
+        path = Path(UserContext.of(cfg, sample).render(dest.path))
+    except MigrationError as exc:
+        return [finding("PF-DST-005", f"destination.path {dest.path!r}: {exc.message}")]
     return _space_findings("PF-DST-005", "destination path", path, estimated_bytes(users), None)
-
-
-def _token(dest: ImapDestinationConfig, values: dict[str, str]) -> str:
-    if dest.token_file:
-        return Path(dest.token_file.format(**values)).expanduser().read_text().strip()
-    assert dest.token_command is not None
-    argv = [part.format(**values) for part in dest.token_command.split()]
-    done = subprocess.run(
-        argv, capture_output=True, text=True, timeout=TOKEN_COMMAND_TIMEOUT_S, check=False
-    )
-    if done.returncode != 0:
-        raise ConfigError(f"token_command exited {done.returncode}", code="SXM-CFG-002")
-    return done.stdout.strip()
 
 
 def imap_destination_findings(
     dest: ImapDestinationConfig, cfg: TenantConfig, user: ScalixUser
 ) -> list[Finding]:
+    """Log in as the load will (the user's context opens the same sink, with the same login,
+    password or token command), then try a scratch folder and the quota. Never raises."""
     out: list[Finding] = []
     if dest.tls is TLSMode.none or not dest.verify_certificate:
         out.append(
@@ -116,68 +89,36 @@ def imap_destination_findings(
                 "PF-DST-006", f"destination tls={dest.tls.value}, verify={dest.verify_certificate}"
             )
         )
-    values = placeholders(cfg, user)
-    login = dest.login_template.format(**values)
-    where = f"{dest.host}:{dest.effective_port}"
-    ctx = (
-        ssl_context(
-            verify=dest.verify_certificate, ca_file=str(dest.ca_file) if dest.ca_file else None
-        )
-        if dest.tls is not TLSMode.none
-        else None
-    )
     try:
-        client = IMAPClient(
-            dest.host,
-            port=dest.effective_port,
-            ssl=dest.tls is TLSMode.implicit,
-            ssl_context=ctx,
-            timeout=dest.timeout_s,
+        context = UserContext.of(cfg, user)
+        sink = context.open_destination()
+        assert isinstance(sink, ImapDestination)
+        with sink:
+            assert sink.client is not None
+            out += _scratch_folder(sink.client, sink.login_name)
+            out += _quota(sink.client, user, sink.login_name)
+    except TransientError as exc:
+        # Refused, silent, dropped or TLS: the error's remedy is the one for what happened.
+        out.append(finding("PF-DST-001", exc.message, remedy=exc.remedy))
+    except (IMAPClientError, OSError, EOFError) as exc:
+        # Lost while reading the layout after the login: the sink leaves those unwrapped.
+        fault = classify(exc)
+        where = f"destination {dest.host}:{dest.effective_port}"
+        remedy = CATALOGUE[destination_code(fault)].remedy
+        out.append(finding("PF-DST-001", describe(fault, where), remedy=remedy))
+    except MigrationError as exc:
+        # A refused login, a token command that failed, a password that cannot be sent: all
+        # for the operator to fix on the destination side.
+        where = f"{dest.host}:{dest.effective_port}"
+        out.append(
+            finding(
+                "PF-DST-002",
+                f"at {where}: {exc.message}",
+                user=user.key,
+                remedy=_login_remedy(dest),
+            )
         )
-        quiet_protocol_trace(client)  # no DEBUG trace of the LOGIN line or of mail
-        if dest.tls is TLSMode.starttls:
-            client.starttls(ctx)
-    except (OSError, EOFError, IMAPClientError) as exc:
-        return [*out, _unreachable(exc, where, connecting=True)]
-    try:
-        try:
-            if dest.auth == "xoauth2":
-                client.oauth2_login(login, _token(dest, values))
-            else:
-                assert dest.password is not None
-                typ, data = client._imap._simple_command(
-                    "LOGIN", imap_quote(login), imap_quote(dest.password.resolve())
-                )
-                if typ != "OK":
-                    raise LoginError(" ".join(server_text(data)) or typ)
-                client._imap.state = "AUTH"
-        except (OSError, EOFError, imaplib.IMAP4.abort) as exc:
-            return [*out, _unreachable(exc, where, connecting=False)]
-        except (LoginError, imaplib.IMAP4.error, ConfigError, subprocess.TimeoutExpired) as exc:
-            # The server's refusal text never contains the password we sent.
-            text = exc.message if isinstance(exc, ConfigError) else plain_text(exc)
-            return [
-                *out,
-                finding(
-                    "PF-DST-002",
-                    f"login {login!r} at {where} refused: {text}",
-                    user=user.key,
-                    remedy=_login_remedy(dest),
-                ),
-            ]
-        out += _scratch_folder(client, login)
-        out += _quota(client, user, login)
-    finally:
-        with contextlib.suppress(OSError, IMAPClientError):
-            client.logout()
     return out
-
-
-def _unreachable(exc: BaseException, where: str, *, connecting: bool) -> Finding:
-    """PF-DST-001 with the remedy for what happened: refused, silent, dropped, TLS."""
-    fault = classify(exc, connecting=connecting)
-    remedy = CATALOGUE[destination_code(fault)].remedy
-    return finding("PF-DST-001", describe(fault, where), remedy=remedy)
 
 
 def _login_remedy(dest: ImapDestinationConfig) -> str:

@@ -23,11 +23,11 @@ from scalix_migrate.config import (
     TenantConfig,
 )
 from scalix_migrate.dav import DavClient
-from scalix_migrate.destinations.base import render_template
 from scalix_migrate.errors import MigrationError, TransientError
 from scalix_migrate.groupware_sync import dav_client
-from scalix_migrate.preflight import Finding, finding
+from scalix_migrate.preflight_findings import Finding, finding
 from scalix_migrate.records import ScalixUser
+from scalix_migrate.user_context import UserContext
 
 #: Below this a server would refuse ordinary items with attachments or long recurrences.
 SMALL_LIMIT_BYTES = 1 << 20
@@ -55,7 +55,7 @@ def _files_findings(
     cfg: TenantConfig, user: ScalixUser, book: str, dest: GroupwareFilesConfig
 ) -> list[Finding]:
     try:
-        path = Path(render_template(dest.path, cfg, user)).expanduser() / book
+        path = Path(UserContext.of(cfg, user).render(dest.path)).expanduser() / book
         path.mkdir(parents=True, exist_ok=True)
         probe = path / f".sxm-preflight-{uuid.uuid4().hex[:8]}"
         probe.write_bytes(b"")

@@ -23,13 +23,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from scalix_migrate.config import Phase, TenantConfig
-from scalix_migrate.destinations.base import Destination, open_destination
+from scalix_migrate.destinations.base import Destination
 from scalix_migrate.extract import ExtractResult, MailboxFactory, extract_user
 from scalix_migrate.feed import LoadFeed, LoadStopped
 from scalix_migrate.load import LoadResult, load_user
 from scalix_migrate.records import ScalixUser
-from scalix_migrate.scalix.imap_source import ScalixMailbox
 from scalix_migrate.state import Journal
+from scalix_migrate.user_context import open_destination, open_source
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ def transfer_user(
     user: ScalixUser,
     *,
     phase: Phase = Phase.full,
-    mailbox: MailboxFactory = ScalixMailbox,
+    mailbox: MailboxFactory = open_source,
     destination: Callable[[TenantConfig, ScalixUser], Destination] = open_destination,
 ) -> TransferResult:
     """Extract ``user`` and load what it stages while it runs (see the module docstring)."""

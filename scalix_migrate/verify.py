@@ -35,12 +35,12 @@ from scalix_migrate.destinations.base import (
     Destination,
     DestinationMessage,
     Proven,
-    open_destination,
 )
 from scalix_migrate.flags import FlagMapper, comparable
 from scalix_migrate.records import LedgerEntry, LoadState, ScalixUser
 from scalix_migrate.staging import StagingStore
 from scalix_migrate.state import Journal
+from scalix_migrate.user_context import open_destination
 
 _Pair = tuple[LedgerEntry, DestinationMessage]
 DifferenceKind = Literal["missing", "extra", "changed", "flags", "date"]

@@ -7,24 +7,19 @@ Message bytes cross it untouched. A sink returns a stable id for each message it
 IMAP UID, the Maildir base name, the mbox index id) so the ledger can record it.
 
 Identity used for reconciliation after a crash (see :mod:`scalix_migrate.load`): the
-Message-ID plus the size, or, for a message without a Message-ID, a *fingerprint*: the SHA-256
-of the unfolded Date, From, Subject and To header values plus the size.
+Message-ID plus the size, or, for a message without a Message-ID, a *fingerprint*; both are
+:mod:`scalix_migrate.message_identity`'s, the same for extract and every sink.
 """
 
 from __future__ import annotations
 
-import hashlib
-import re
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from types import TracebackType
 from typing import Protocol, runtime_checkable
 
-from scalix_migrate.config import TenantConfig
-from scalix_migrate.errors import ConfigError, ItemError
-from scalix_migrate.records import ScalixUser
+from scalix_migrate.errors import ItemError
 
 
 @dataclass(frozen=True)
@@ -155,107 +150,3 @@ def not_there(ident: str, folder: str, user: str | None) -> ItemError:
         user=user,
         folder=folder,
     )
-
-
-# --- message identity -----------------------------------------------------------------
-
-_HEADER_END = re.compile(rb"\r?\n\r?\n")
-FINGERPRINT_HEADERS = ("date", "from", "subject", "to")
-
-
-def header_block(body: bytes) -> bytes:
-    """The header section of a message (up to the first empty line)."""
-    m = _HEADER_END.search(body)
-    return body[: m.start()] if m else body
-
-
-def header_values(block: bytes) -> dict[str, list[bytes]]:
-    """Unfolded header values by lower-cased name, in order, whitespace collapsed."""
-    out: dict[str, list[bytes]] = {}
-    current: list[bytes] | None = None
-    for raw in re.split(rb"\r?\n", block):
-        if raw[:1] in (b" ", b"\t") and current is not None:
-            current[-1] += b" " + raw.strip()
-            continue
-        name, sep, value = raw.partition(b":")
-        if not sep or not name or b" " in name.strip():
-            current = None
-            continue
-        current = out.setdefault(name.strip().decode("ascii", "replace").lower(), [])
-        current.append(value.strip())
-    return {k: [b" ".join(v.split()) for v in vs] for k, vs in out.items()}
-
-
-# A Message-ID header line and its continuation lines, as header_values() reads them (a name
-# without blanks inside, blanks allowed before the colon; a line starting with a blank continues).
-_MESSAGE_ID = re.compile(rb"^message-id[ \t]*:(.*(?:\r?\n[ \t].*)*)", re.IGNORECASE | re.MULTILINE)
-
-
-def message_id_of(body: bytes) -> str | None:
-    """The first Message-ID header value, or None (also when it is empty).
-
-    The same value as ``header_values(header_block(body))["message-id"][0]`` (unfolded,
-    blanks collapsed), found with one regular expression instead of parsing every header
-    line: verify asks it of every message it reads back."""
-    m = _MESSAGE_ID.search(header_block(body))
-    if m is None:
-        return None
-    text = b" ".join(m.group(1).split()).decode("utf-8", "replace").strip()
-    return text or None
-
-
-def fingerprint_of(headers: bytes, size: int) -> str:
-    """SHA-256 over Date, From, Subject, To (unfolded) and the size. ``headers`` may be the
-    whole message or just its header block."""
-    values = header_values(header_block(headers))
-    h = hashlib.sha256()
-    for name in FINGERPRINT_HEADERS:
-        h.update(name.encode() + b"\0" + b"\0".join(values.get(name, [])) + b"\n")
-    h.update(str(size).encode())
-    return h.hexdigest()
-
-
-# --- choosing a destination -------------------------------------------------------------
-
-
-def user_placeholders(cfg: TenantConfig, user: ScalixUser) -> dict[str, str]:
-    """The values of ``{email} {local_part} {domain} {auth_id} {display_name} {tenant}``."""
-    email = user.primary_address or user.key
-    local, _, domain = email.partition("@")
-    return {
-        "email": email,
-        "local_part": local,
-        "domain": domain,
-        "auth_id": user.auth_id or local,
-        "display_name": user.display_name,
-        "tenant": cfg.tenant,
-    }
-
-
-def render_template(template: str, cfg: TenantConfig, user: ScalixUser) -> str:
-    """Fill a per-user template; an unknown placeholder is a config error."""
-    values = user_placeholders(cfg, user)
-    try:
-        return template.format_map(values)
-    except (KeyError, IndexError, ValueError) as exc:
-        raise ConfigError(
-            f"template {template!r} uses an unknown placeholder ({exc}); "
-            f"known: {', '.join('{' + k + '}' for k in values)}"
-        ) from None
-
-
-def open_destination(cfg: TenantConfig, user: ScalixUser) -> Destination:
-    """The sink ``cfg.destination.type`` names, for ``user`` (not yet entered)."""
-    dest = cfg.destination
-    if dest.type == "imap":
-        from scalix_migrate.destinations.imap import ImapDestination
-
-        imap_dest: Destination = ImapDestination(dest, cfg, user)
-        return imap_dest
-    if dest.type == "maildir":
-        from scalix_migrate.destinations.maildir import MaildirDestination
-
-        return MaildirDestination(Path(render_template(dest.path, cfg, user)), user=user.key)
-    from scalix_migrate.destinations.mbox import MboxDestination
-
-    return MboxDestination(Path(render_template(dest.path, cfg, user)), user=user.key)

@@ -1,10 +1,11 @@
 """IMAP destination (any server; presets for Dovecot, Gmail and Microsoft 365).
 
-Connection: implicit TLS, STARTTLS or plain; explicit connect/read timeouts; ``TCP_NODELAY``
-(each APPEND otherwise waits for a delayed ACK on some servers). Login: password (SASL PLAIN
-where advertised, so names with blanks work; else LOGIN), or XOAUTH2 with a token from
-:mod:`scalix_migrate.xoauth2`, fetched again on every reconnect and once when the server
-refuses it.
+Connection: :func:`scalix_migrate.imapconnect.connect` (implicit TLS, STARTTLS or plain;
+explicit connect/read timeouts; ``TCP_NODELAY``: each APPEND otherwise waits for a delayed ACK
+on some servers). Login: password (SASL PLAIN where advertised; else LOGIN with quoted or
+literal arguments, so names with blanks and non-ASCII passwords work), or XOAUTH2 with a
+token from :mod:`scalix_migrate.xoauth2`, fetched again on every reconnect and once when the
+server refuses it.
 
 APPEND: bytes untouched, mapped flags and the aware INTERNALDATE. Where MULTIAPPEND is
 advertised a batch goes in one command; otherwise one APPEND per message. Either way the
@@ -31,8 +32,6 @@ import hashlib
 import imaplib
 import logging
 import re
-import socket
-import ssl
 import time
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
@@ -45,24 +44,21 @@ from typing import Any, TypeVar
 from imapclient import IMAPClient
 from imapclient.datetime_util import datetime_to_INTERNALDATE
 from imapclient.exceptions import IMAPClientError, LoginError
-from imapclient.imapclient import SocketTimeout, _literal, seq_to_parenstr
+from imapclient.imapclient import _literal, seq_to_parenstr
 
-from scalix_migrate.config import ImapDestinationConfig, TenantConfig, TLSMode
+from scalix_migrate import imapconnect
+from scalix_migrate.config import ImapDestinationConfig
 from scalix_migrate.destinations.base import (
     AppendItem,
     AppendResult,
     DestinationMessage,
     Layout,
     Proven,
-    fingerprint_of,
-    message_id_of,
     not_there,
-    render_template,
-    user_placeholders,
 )
 from scalix_migrate.errors import ItemError, TransientError, UserError
 from scalix_migrate.imapfetch import fetch as imap_fetch
-from scalix_migrate.imapfetch import quiet_protocol_trace
+from scalix_migrate.message_identity import fingerprint_of, message_id_of
 from scalix_migrate.netfaults import (
     classify,
     describe,
@@ -70,7 +66,6 @@ from scalix_migrate.netfaults import (
     note_reconnect,
     plain_text,
 )
-from scalix_migrate.records import ScalixUser
 from scalix_migrate.xoauth2 import TokenSource
 
 log = logging.getLogger(__name__)
@@ -79,7 +74,6 @@ T = TypeVar("T")
 
 MAX_ATTEMPTS = 5
 MAX_SLEEP_S = 120.0
-CONNECT_TIMEOUT_S = 30.0
 FETCH_BATCH_MESSAGES = 100
 FETCH_BATCH_BYTES = 16 << 20
 STORE_BATCH = 500  # UIDs per STORE: keeps the command line short
@@ -125,20 +119,20 @@ def _uid_set(text: bytes) -> list[str]:
 class ImapDestination:
     """One user's mailbox on an IMAP server."""
 
-    def __init__(self, dest: ImapDestinationConfig, cfg: TenantConfig, user: ScalixUser) -> None:
+    def __init__(
+        self,
+        dest: ImapDestinationConfig,
+        *,
+        login: str,
+        tokens: TokenSource | None,
+        user: str | None,
+    ) -> None:
+        """``login`` (the filled ``login_template``) and ``tokens`` (XOAUTH2 only) come from
+        the user's :class:`~scalix_migrate.user_context.UserContext`, which opens the sink."""
         self.dest = dest
-        self.user = user.key
-        self.login_name = render_template(dest.login_template, cfg, user)
-        self.tokens = (
-            TokenSource(
-                command=dest.token_command,
-                file=dest.token_file,
-                placeholders=user_placeholders(cfg, user),
-                user=user.key,
-            )
-            if dest.auth == "xoauth2"
-            else None
-        )
+        self.user = user
+        self.login_name = login
+        self.tokens = tokens
         self.preset = PRESETS[dest.preset]
         self.layout = Layout(preset=dest.preset, separator="/")
         self.client: IMAPClient | None = None
@@ -173,36 +167,14 @@ class ImapDestination:
         except (IMAPClientError, OSError):
             client.shutdown()
 
-    def _ssl_context(self) -> ssl.SSLContext:
-        ctx = ssl.create_default_context(
-            cafile=str(self.dest.ca_file) if self.dest.ca_file else None
-        )
-        if not self.dest.verify_certificate:
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-        return ctx
-
     def _connect(self, *, refresh_token: bool = False) -> None:
-        d = self.dest
-        timeout = SocketTimeout(connect=min(CONNECT_TIMEOUT_S, d.timeout_s), read=d.timeout_s)
+        endpoint = imapconnect.Endpoint.destination(self.dest)
         try:
-            client = IMAPClient(
-                d.host,
-                port=d.effective_port,
-                ssl=d.tls is TLSMode.implicit,
-                # A default context loads the system CA store (~70 ms): only when used.
-                ssl_context=self._ssl_context() if d.tls is TLSMode.implicit else None,
-                timeout=timeout,
-            )
-            client.normalise_times = False  # keep INTERNALDATE's zone (an aware datetime)
-            quiet_protocol_trace(client)
-            client.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if d.tls is TLSMode.starttls:
-                client.starttls(self._ssl_context())
+            client = imapconnect.connect(endpoint)
         except (OSError, EOFError, IMAPClientError) as exc:
             fault = classify(exc, connecting=True)
             raise TransientError(
-                describe(fault, f"destination {d.host}:{d.effective_port}"),
+                describe(fault, f"destination {endpoint.where}"),
                 code=destination_code(fault),
                 user=self.user,
             ) from None
@@ -227,12 +199,15 @@ class ImapDestination:
             assert self.dest.password is not None
             password = self.dest.password.resolve()
             if client.has_capability("AUTH=PLAIN"):
-                client.plain_login(self.login_name, password)
-            else:
-                client.login(self.login_name, password)
-        except LoginError:
+                client.plain_login(self.login_name, password)  # UTF-8 and blanks alike
+                return
+            typ, text = imapconnect.login(client, self.login_name, password)
+            if typ != "OK":
+                raise LoginError(text or typ)
+        except LoginError as exc:
+            # The server's refusal text never contains the password we sent.
             raise UserError(
-                f"the destination refused the login of {self.login_name!r}",
+                f"the destination refused the login of {self.login_name!r}: {plain_text(exc)}",
                 code="SXM-DST-002",
                 user=self.user,
             ) from None

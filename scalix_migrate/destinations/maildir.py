@@ -33,12 +33,10 @@ from scalix_migrate.destinations.base import (
     DestinationMessage,
     Layout,
     Proven,
-    fingerprint_of,
-    header_block,
-    message_id_of,
     not_there,
 )
 from scalix_migrate.errors import ItemError, UserError
+from scalix_migrate.message_identity import fingerprint_of, header_block, message_id_of
 
 _LETTERS = {"\\Draft": "D", "\\Flagged": "F", "\\Answered": "R", "\\Seen": "S", "\\Deleted": "T"}
 _FLAGS = {v: k for k, v in _LETTERS.items()}

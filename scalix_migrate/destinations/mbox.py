@@ -36,11 +36,10 @@ from scalix_migrate.destinations.base import (
     DestinationMessage,
     Layout,
     Proven,
-    fingerprint_of,
-    message_id_of,
     not_there,
 )
 from scalix_migrate.errors import ItemError, UserError
+from scalix_migrate.message_identity import fingerprint_of, message_id_of
 
 _ESCAPE = re.compile(rb"(?m)^(>*From )")
 _UNESCAPE = re.compile(rb"(?m)^>(>*From )")

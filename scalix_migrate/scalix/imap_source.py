@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import imaplib
 import logging
-import socket
-import ssl
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,14 +28,15 @@ from datetime import datetime, timezone
 from types import TracebackType
 from typing import Any
 
-from imapclient import IMAPClient, SocketTimeout
+from imapclient import IMAPClient
 from imapclient import exceptions as imap_exc
 
-from scalix_migrate.config import TenantConfig, TLSMode
+from scalix_migrate import imapconnect
+from scalix_migrate.config import TenantConfig
 from scalix_migrate.errors import FatalError, ItemError, TransientError, UserError
 from scalix_migrate.imapfetch import fetch as imap_fetch
-from scalix_migrate.imapfetch import parse_fetch, quiet_protocol_trace
-from scalix_migrate.netfaults import classify, describe, plain_text, source_code
+from scalix_migrate.imapfetch import parse_fetch
+from scalix_migrate.netfaults import classify, describe, source_code
 from scalix_migrate.records import FetchedMessage, ScalixUser, SourceFolder
 from scalix_migrate.scalix.listparse import DEFAULT_SHARED_ROOTS, parse_list_response
 
@@ -67,30 +66,6 @@ class FetchFailure:
     uid: int
     size: int
     reason: str
-
-
-def login_name(cfg: TenantConfig, user: ScalixUser) -> str:
-    """``mboxadmin:<admin>:<target>`` with the target identity chosen by ``login_identity``.
-
-    Falls back to the primary address, then the display name, when the chosen identity is
-    unknown for this user.
-    """
-    choice = cfg.source.imap.login_identity
-    by_choice = {
-        "email": user.primary_address,
-        "auth_id": user.auth_id,
-        "display_name": user.display_name,
-    }
-    target = by_choice[choice] or user.primary_address or user.display_name
-    return f"mboxadmin:{cfg.source.admin_user}:{target}"
-
-
-def _astring(value: str) -> tuple[bytes, bytes | None]:
-    """IMAP quoted string for plain ASCII, else a literal: (text before, literal bytes)."""
-    raw = value.encode("utf-8")
-    if raw.isascii() and not any(c in raw for c in b"\r\n\x00"):
-        return b'"' + raw.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"', None
-    return b"", raw
 
 
 def _text(data: Sequence[object]) -> str:
@@ -126,11 +101,16 @@ def _batches(infos: Sequence[MessageInfo], max_count: int, max_bytes: int) -> It
 
 
 class ScalixMailbox:
-    """A context manager over one IMAP connection to one user's mailbox (read-only)."""
+    """A context manager over one IMAP connection to one user's mailbox (read-only).
 
-    def __init__(self, cfg: TenantConfig, user: ScalixUser) -> None:
+    ``login`` is the mboxadmin login name, ``mboxadmin:<admin>:<target>``: the user's
+    :class:`~scalix_migrate.user_context.UserContext` gives it (and opens the mailbox).
+    """
+
+    def __init__(self, cfg: TenantConfig, user: ScalixUser, *, login: str) -> None:
         self.cfg = cfg
         self.user = user
+        self.login = login
         self._client: IMAPClient | None = None
         self._current: SourceFolder | None = None
         self._shared_roots: tuple[str, ...] = DEFAULT_SHARED_ROOTS
@@ -213,89 +193,24 @@ class ScalixMailbox:
                 uid=uid,
             ) from err
 
-    def _ssl_context(self) -> ssl.SSLContext:
-        imap = self.cfg.source.imap
-        ctx = ssl.create_default_context(cafile=str(imap.ca_file) if imap.ca_file else None)
-        if not imap.verify_certificate:
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-        return ctx
-
     def _connect(self) -> IMAPClient:
-        imap = self.cfg.source.imap
-        host = self.cfg.source.imap_host
-        timeout = SocketTimeout(connect=min(30.0, imap.timeout_s), read=imap.timeout_s)
         with self._guard(connecting=True):
-            client = IMAPClient(
-                host,
-                port=imap.effective_port,
-                use_uid=True,
-                ssl=imap.tls is TLSMode.implicit,
-                ssl_context=self._ssl_context() if imap.tls is TLSMode.implicit else None,
-                timeout=timeout,
-            )
-            try:
-                # Every FETCH is one request/response; Nagle only adds latency (testbed.md).
-                client.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                if imap.tls is TLSMode.starttls:
-                    client.starttls(self._ssl_context())
-            except BaseException:
-                client.shutdown()
-                raise
-        quiet_protocol_trace(client)
+            client = imapconnect.connect(imapconnect.Endpoint.source(self.cfg))
         # Raw mUTF-7 names go to the server exactly as it listed them.
         client.folder_encode = False
-        client.normalise_times = False
         return client
 
-    def _send_login(self, client: IMAPClient, name: str, password: str) -> tuple[str, str]:
-        """Send LOGIN with both arguments quoted or as literals; never logged.
-
-        imapclient's ``login()`` sends the user name unquoted, and Scalix names contain
-        spaces and colons, so we talk to imaplib's connection directly.
-        """
-        imap = client._imap
-        literal_plus = client.has_capability("LITERAL+")
-        tag = imap._new_tag()
-        line = tag + b" LOGIN"
-        for arg in (name, password):
-            quoted, literal = _astring(arg)
-            if literal is None:
-                line += b" " + quoted
-                continue
-            if literal_plus:
-                line += b" {%d+}\r\n" % len(literal) + literal
-                continue
-            imap.send(line + b" {%d}\r\n" % len(literal))
-            while imap._get_response():  # returns None on the continuation request
-                if imap.tagged_commands.get(tag):
-                    # Refused before the literal was sent (e.g. BAD): that is the answer.
-                    typ, data = imap.tagged_commands.pop(tag)
-                    return typ, _text(data)
-            line = literal
-        imap.send(line + b"\r\n")
-        typ, data = imap._command_complete("LOGIN", tag)
-        return typ, _text(data)
-
     def _login(self, client: IMAPClient) -> None:
-        name = login_name(self.cfg, self.user)
         password = self.cfg.source.admin_password.resolve()
         with self._guard():
-            try:
-                typ, text = self._send_login(client, name, password)
-            except imaplib.IMAP4.abort:
-                raise
-            except imaplib.IMAP4.error as err:  # BAD
-                typ, text = "BAD", plain_text(err)
+            typ, text = imapconnect.login(client, self.login, password)
         if typ != "OK":
             raise UserError(
-                f"Scalix refused the mboxadmin login {name!r} for {self.user.display_name}: "
-                f"{typ} {text}",
+                f"Scalix refused the mboxadmin login {self.login!r} for "
+                f"{self.user.display_name}: {typ} {text}",
                 code="SXM-IMAP-002",
                 user=self.user.key,
             )
-        client._imap.state = "AUTH"
-        client._cached_capabilities = None  # capabilities may change after LOGIN
 
     def _enable_condstore(self) -> None:
         """Ask for CONDSTORE (RFC 7162) where the server has it and ENABLE: EXAMINE then

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from scalix_migrate.config import TenantConfig, parse_config
-from scalix_migrate.destinations.base import Destination, open_destination
+from scalix_migrate.destinations.base import Destination
 from scalix_migrate.records import (
     FolderCursor,
     LedgerEntry,
@@ -30,6 +30,7 @@ from scalix_migrate.records import (
 )
 from scalix_migrate.staging import StagingStore
 from scalix_migrate.state import Journal
+from scalix_migrate.user_context import open_destination
 
 
 @dataclass(frozen=True)
@@ -100,7 +101,7 @@ class Sink:
         first_uid: int = 1,
     ) -> FolderCursor:
         """Record ``messages`` as extracted into ``folder`` (empty list: an empty folder)."""
-        from scalix_migrate.destinations.base import message_id_of
+        from scalix_migrate.message_identity import message_id_of
 
         store = StagingStore(cfg.options.staging_dir, cfg.tenant, self.user.key)
         source = SourceFolder(folder, folder, "/", frozenset(), special)

@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from scalix_migrate.destinations.base import fingerprint_of, message_id_of
 from scalix_migrate.load import load_user
+from scalix_migrate.message_identity import fingerprint_of, message_id_of
 from scalix_migrate.records import LoadState, SpecialFolder
 from scalix_migrate.verify import verify_user
 from tests.contract.conftest import Msg, Sink

@@ -16,10 +16,10 @@ from scalix_migrate.destinations.base import (
     Destination,
     DestinationMessage,
     Proven,
-    open_destination,
 )
 from scalix_migrate.load import load_user
 from scalix_migrate.records import ScalixUser
+from scalix_migrate.user_context import open_destination
 from scalix_migrate.verify import verify_user
 from tests.contract.conftest import Msg, Sink
 from tests.contract.test_sink_contract import corpus, mail

@@ -20,7 +20,7 @@ from scalix_migrate.preflight import run_preflight
 from scalix_migrate.preflight_destination import imap_destination_findings
 from scalix_migrate.records import ScalixUser
 from scalix_migrate.sandbox.directory import SeedMessage
-from scalix_migrate.scalix.imap_source import ScalixMailbox
+from scalix_migrate.user_context import open_source
 from tests.integration.scalix_bed import TenantSlice, config
 from tests.support.faultproxy import Fault, FaultProxy
 
@@ -46,7 +46,7 @@ def _seeded(bed: TenantSlice) -> ScalixUser:
 
 
 def _read_all(cfg: TenantConfig, user: ScalixUser) -> None:
-    with ScalixMailbox(cfg, user) as box:
+    with open_source(cfg, user) as box:
         inbox = next(f for f in box.list_folders() if f.name == "INBOX")
         box.examine(inbox)
         infos = list(box.message_info(inbox, box.uids_above(inbox, 0)))
@@ -91,7 +91,7 @@ def test_source_stalled_mid_fetch_is_a_timeout_within_the_configured_time(
     user = _seeded(bed)
     cfg = config(bed, tmp_path, source={"imap": {"port": source_proxy.port, "timeout_s": 2}})
     # Greeting, login, LIST, EXAMINE and the metadata FETCH pass; the body FETCH stalls.
-    with ScalixMailbox(cfg, user) as box:
+    with open_source(cfg, user) as box:
         inbox = next(f for f in box.list_folders() if f.name == "INBOX")
         box.examine(inbox)
         infos = list(box.message_info(inbox, box.uids_above(inbox, 0)))

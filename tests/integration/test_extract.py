@@ -29,6 +29,7 @@ from scalix_migrate.sandbox.directory import SeedMessage
 from scalix_migrate.scalix.imap_source import FetchFailure, MessageInfo, ScalixMailbox
 from scalix_migrate.staging import StagingStore, sha256_hex
 from scalix_migrate.state import Journal
+from scalix_migrate.user_context import UserContext, open_source
 from tests.support.users import add_test_user
 
 CEST = timezone(timedelta(hours=2))
@@ -47,6 +48,11 @@ def tuned(cfg: TenantConfig, tmp_path: Path, **imap: Any) -> TenantConfig:
 
 def new_user(testbed: Any, folders: Sequence[str]) -> tuple[ScalixUser, str]:
     return add_test_user(testbed, "x" + uuid.uuid4().hex[:8], folders, display="Extract")
+
+
+def _factory(cls: type[ScalixMailbox]) -> Any:
+    """A mailbox factory for a wrapping subclass, logging in as the user's context says."""
+    return lambda cfg, user: cls(cfg, user, login=UserContext.of(cfg, user).source_login)
 
 
 def mail(i: int, *, mid: str | None = "auto", size: int = 0) -> bytes:
@@ -158,7 +164,7 @@ def test_uidvalidity_change_between_runs_replans_without_duplicates(
     old_validity = first[0].uidvalidity
 
     # Rebuild the folder on the source: Dovecot hands out a new UIDVALIDITY.
-    with ScalixMailbox(cfg, user) as mbox:
+    with open_source(cfg, user) as mbox:
         mbox.client.delete_folder("Ablage")
         mbox.client.create_folder("Ablage")
     testbed.seed_messages(who, [*seeds, SeedMessage("Ablage", mail(9), [], when)])
@@ -200,7 +206,7 @@ def test_connection_dropped_mid_folder_resumes_from_cursor(
     DroppingMailbox.served = 0
 
     with pytest.raises(TransientError) as info:
-        extract_user(cfg, journal, user, mailbox=DroppingMailbox)
+        extract_user(cfg, journal, user, mailbox=_factory(DroppingMailbox))
     assert info.value.code == "SXM-IMAP-007"  # a working connection lost, not unreachable
     assert len(list(journal.entries(cfg.tenant, user.key))) == 10
 
@@ -240,7 +246,7 @@ def test_a_message_that_failed_to_fetch_is_fetched_again_on_the_next_run(
     cfg = base_config(testbed, tmp_path, fetch_batch_messages=2)
     RefusingMailbox.refused = frozenset({3})
 
-    first = extract_user(cfg, journal, user, mailbox=RefusingMailbox)
+    first = extract_user(cfg, journal, user, mailbox=_factory(RefusingMailbox))
     assert (first.found, first.staged, first.failed) == (5, 4, 1)
     assert [(e.uid, e.error_code) for e in journal.item_errors(cfg.tenant)] == [(3, "SXM-IMAP-004")]
 
@@ -348,17 +354,17 @@ def test_condstore_rerun_reads_only_what_changed(
     assert rows["Ablage"].modseq, "HIGHESTMODSEQ was not recorded"
 
     _CountingMailbox.calls = []
-    again = extract_user(cfg, journal, user, mailbox=_CountingMailbox)
+    again = extract_user(cfg, journal, user, mailbox=_factory(_CountingMailbox))
     assert (again.found, again.flags_refreshed) == (0, 0)
     assert _CountingMailbox.calls == [], "an unchanged folder was read again"
 
-    with ScalixMailbox(cfg, user) as mbox:  # a flag changes on the source
+    with open_source(cfg, user) as mbox:  # a flag changes on the source
         mbox.client.select_folder("Ablage")
         uid = sorted(mbox.client.search("ALL"))[2]
         mbox.client.add_flags([uid], [b"\\Flagged"])
     testbed.seed_messages(who, [SeedMessage("Ablage", mail(9), [], when)])
     _CountingMailbox.calls = []
-    third = extract_user(cfg, journal, user, mailbox=_CountingMailbox)
+    third = extract_user(cfg, journal, user, mailbox=_factory(_CountingMailbox))
     assert (third.found, third.staged, third.flags_refreshed) == (1, 1, 1)
     flag_calls = [args for kind, args in _CountingMailbox.calls if kind == "flags"]
     assert len(flag_calls) == 1

@@ -28,9 +28,9 @@ import pytest
 from imapclient import IMAPClient
 
 from scalix_migrate.config import TenantConfig, parse_config
-from scalix_migrate.destinations.base import message_id_of
 from scalix_migrate.errors import UserError
 from scalix_migrate.load import load_user
+from scalix_migrate.message_identity import message_id_of
 from scalix_migrate.records import FolderCursor, LedgerEntry, ScalixUser, SourceFolder
 from scalix_migrate.staging import StagingStore
 from scalix_migrate.state import Journal

@@ -29,14 +29,14 @@ from scalix_migrate.destinations.base import (
     AppendItem,
     AppendResult,
     Destination,
-    message_id_of,
-    open_destination,
 )
 from scalix_migrate.errors import TransientError
 from scalix_migrate.load import LoadResult, load_user
+from scalix_migrate.message_identity import message_id_of
 from scalix_migrate.records import LedgerEntry, LoadState, ScalixUser, SourceFolder
 from scalix_migrate.staging import StagingStore
 from scalix_migrate.state import Journal
+from scalix_migrate.user_context import open_destination
 from scalix_migrate.verify import verify_user
 from tests.integration.test_load import _client, _config, _user
 

@@ -159,16 +159,20 @@ def test_staging_too_small_and_connected_users(bed: TenantSlice, tmp_path: Path)
 
 def test_split_level_is_reported_as_a_name_with_slash() -> None:
     from scalix_migrate.preflight import _bad_folder_names
-    from scalix_migrate.records import ScalixUser
+    from scalix_migrate.records import ScalixUser, SourceFolder
+
+    def listed(name: str, *attributes: str) -> SourceFolder:
+        selectable = not any(a.lower() == "\\noselect" for a in attributes)
+        return SourceFolder(name, name, "/", frozenset(attributes), selectable=selectable)
 
     user = ScalixUser("A", "m", addresses=("a@x.test",))
     listing = [
-        ((b"\\HasChildren",), "INBOX"),
-        ((b"\\Noselect", b"\\HasChildren"), "Other Users"),
-        ((b"\\NoSelect", b"\\HasChildren"), "Q1"),
-        ((b"\\HasNoChildren",), "Q1/Q2 report"),
-        ((b"\\HasChildren",), "Projects"),
-        ((b"\\HasNoChildren",), "Projects/2024"),
+        listed("INBOX", "\\HasChildren"),
+        listed("Other Users", "\\Noselect", "\\HasChildren"),
+        listed("Q1", "\\NoSelect", "\\HasChildren"),
+        listed("Q1/Q2 report", "\\HasNoChildren"),
+        listed("Projects", "\\HasChildren"),
+        listed("Projects/2024", "\\HasNoChildren"),
     ]
     [f] = _bad_folder_names(user, listing)
     assert f.code == "PF-USR-005"

@@ -10,12 +10,11 @@ from __future__ import annotations
 from collections import Counter
 
 from scalix_migrate.config import TenantConfig
-from scalix_migrate.destinations.base import open_destination
 from scalix_migrate.flags import comparable, is_deleted, map_flags
 from scalix_migrate.records import FetchedMessage, ScalixUser
-from scalix_migrate.scalix.imap_source import ScalixMailbox
 from scalix_migrate.staging import sha256_hex
 from scalix_migrate.state import Journal
+from scalix_migrate.user_context import open_destination, open_source
 
 Key = tuple[str, frozenset[str], int]
 
@@ -23,7 +22,7 @@ Key = tuple[str, frozenset[str], int]
 def source_folders(cfg: TenantConfig, user: ScalixUser) -> dict[str, Counter[Key]]:
     """What the destination must hold, per source folder, read from the source now."""
     out: dict[str, Counter[Key]] = {}
-    with ScalixMailbox(cfg, user) as src:
+    with open_source(cfg, user) as src:
         for folder in src.list_folders():
             if not folder.selectable:
                 continue

@@ -12,6 +12,7 @@ from scalix_migrate.destinations import imap as imap_mod
 from scalix_migrate.destinations.imap import ImapDestination, _Throttled, _uid_set
 from scalix_migrate.errors import ItemError, TransientError, UserError
 from scalix_migrate.records import ScalixUser
+from scalix_migrate.user_context import UserContext
 from scalix_migrate.xoauth2 import TokenSource, xoauth2_string
 from tests.contract.conftest import base_config
 
@@ -25,7 +26,9 @@ def _dest(tmp_path: Path) -> ImapDestination:
     )
     cfg = base_config(tmp_path, block)
     assert cfg.destination.type == "imap"
-    return ImapDestination(cfg.destination, cfg, USER)
+    dest = UserContext.of(cfg, USER).open_destination()
+    assert isinstance(dest, ImapDestination)
+    return dest
 
 
 def test_appenduid_sets_are_expanded() -> None:

@@ -14,15 +14,13 @@ import pytest
 from scalix_migrate.config import TenantConfig
 from scalix_migrate.errors import TransientError, UserError
 from scalix_migrate.extract import extract_user
+from scalix_migrate.imapconnect import astring
 from scalix_migrate.ratelimit import HostLimiter, limiter_for
 from scalix_migrate.records import FetchedMessage, LoadState, ScalixUser, SpecialFolder
 from scalix_migrate.scalix.imap_source import (
     FetchFailure,
     MessageInfo,
-    ScalixMailbox,
-    _astring,
     _batches,
-    login_name,
 )
 from scalix_migrate.scalix.listparse import (
     ListParseError,
@@ -31,6 +29,7 @@ from scalix_migrate.scalix.listparse import (
 )
 from scalix_migrate.staging import StagingStore, sha256_hex
 from scalix_migrate.state import Journal
+from scalix_migrate.user_context import UserContext, open_source
 from tests.unit.scripted_imap import SCALIX_LIST, Msg, Script, ScriptedIMAP
 
 USER = ScalixUser(
@@ -138,18 +137,18 @@ def test_garbage_list_line_is_reported_with_the_line() -> None:
 )
 def test_login_name_forms(tmp_path: Path, identity: str, expected: str) -> None:
     cfg = make_cfg(tmp_path, 143, login_identity=identity)
-    assert login_name(cfg, USER) == expected
+    assert UserContext.of(cfg, USER).source_login == expected
 
 
 def test_login_name_falls_back_when_identity_unknown(tmp_path: Path) -> None:
     cfg = make_cfg(tmp_path, 143, login_identity="auth_id")
     bare = ScalixUser(display_name="No Auth", mailnode="m", addresses=("na@example.test",))
-    assert login_name(cfg, bare) == "mboxadmin:Scalix Admin:na@example.test"
+    assert UserContext.of(cfg, bare).source_login == "mboxadmin:Scalix Admin:na@example.test"
 
 
 def test_astring_quotes_ascii_and_uses_literals_otherwise() -> None:
-    assert _astring('mboxadmin:A B:x"y\\z') == (b'"mboxadmin:A B:x\\"y\\\\z"', None)
-    assert _astring("mboxadmin:admin:Jürgen") == (b"", "mboxadmin:admin:Jürgen".encode())
+    assert astring('mboxadmin:A B:x"y\\z') == (b'"mboxadmin:A B:x\\"y\\\\z"', None)
+    assert astring("mboxadmin:admin:Jürgen") == (b"", "mboxadmin:admin:Jürgen".encode())
 
 
 @pytest.mark.parametrize("literal_plus", [False, True])
@@ -160,7 +159,7 @@ def test_login_sends_quoted_name_and_non_ascii_as_literal(
     script = Script(literal_plus=literal_plus)
     with ScriptedIMAP(script) as server:
         cfg = make_cfg(tmp_path, server.port, login_identity="display_name")
-        with ScalixMailbox(cfg, user) as mbox:
+        with open_source(cfg, user) as mbox:
             assert mbox.client.has_capability("X-SCALIX-1")
         assert server.login_user == (
             "<<mboxadmin:Scalix Admin:Jürgen Groß>> ".encode() + b'"sup3r secret"'
@@ -173,7 +172,7 @@ def test_refused_login_is_a_user_error_naming_the_user_not_the_secret(
     caplog.set_level(logging.DEBUG)
     with ScriptedIMAP(Script(admin_password="other")) as server:
         cfg = make_cfg(tmp_path, server.port)
-        with pytest.raises(UserError) as info, ScalixMailbox(cfg, USER):
+        with pytest.raises(UserError) as info, open_source(cfg, USER):
             pass
     err = info.value
     assert err.code == "SXM-IMAP-002"
@@ -194,7 +193,7 @@ def test_unreachable_server_is_transient(tmp_path: Path) -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     cfg = make_cfg(tmp_path, port)
-    with pytest.raises(TransientError) as info, ScalixMailbox(cfg, USER):
+    with pytest.raises(TransientError) as info, open_source(cfg, USER):
         pass
     assert info.value.code == "SXM-IMAP-001"
 
@@ -214,7 +213,7 @@ def test_examine_fetch_normalises_scalix_flags_and_dates(tmp_path: Path) -> None
     ]
     with ScriptedIMAP(Script(messages={"INBOX": msgs})) as server:
         cfg = make_cfg(tmp_path, server.port)
-        with ScalixMailbox(cfg, USER) as mbox:
+        with open_source(cfg, USER) as mbox:
             folders = {f.name: f for f in mbox.list_folders()}
             assert "Other Users" not in folders
             assert "Public Folders/Team" not in folders
@@ -255,7 +254,7 @@ def test_a_message_the_server_refuses_is_a_fetch_failure_and_the_rest_arrive(
     script = Script(messages={"INBOX": msgs}, refuse_body_uids={2}, missing_body_uids={4})
     with ScriptedIMAP(script) as server:
         cfg = make_cfg(tmp_path, server.port)
-        with ScalixMailbox(cfg, USER) as mbox:
+        with open_source(cfg, USER) as mbox:
             inbox = next(f for f in mbox.list_folders() if f.name == "INBOX")
             infos = list(mbox.message_info(inbox, mbox.uids_above(inbox, 0)))
             got = [m for batch in mbox.fetch(inbox, infos) for m in batch]
