@@ -14,22 +14,22 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
+from scalix_migrate import service
 from scalix_migrate.config import Phase, TenantConfig
-from scalix_migrate.discovery import Discovery, matches
+from scalix_migrate.discovery import Discovery, discover_users, matches
 from scalix_migrate.errors import MigrationError, TransientError, UserError
+from scalix_migrate.extract import ExtractResult, extract_user
+from scalix_migrate.groupware_sync import GroupwareResult, require_verified, sync_user
+from scalix_migrate.load import LoadResult, load_user
 from scalix_migrate.netfaults import counting
-from scalix_migrate.preflight import Finding, PreflightReport
+from scalix_migrate.preflight import Finding, PreflightReport, run_preflight
 from scalix_migrate.records import ScalixUser
+from scalix_migrate.report import write_preflight_files
 from scalix_migrate.state import Journal, UserStatus
-
-if TYPE_CHECKING:  # the step modules themselves are imported by the step that runs them
-    from scalix_migrate.extract import ExtractResult
-    from scalix_migrate.groupware_sync import GroupwareResult
-    from scalix_migrate.load import LoadResult
-    from scalix_migrate.transfer import TransferResult
-    from scalix_migrate.verify import VerifyResult
+from scalix_migrate.transfer import TransferResult, transfer_user
+from scalix_migrate.verify import VerifyResult, verify_user
 
 log = logging.getLogger(__name__)
 
@@ -136,8 +136,6 @@ def record_exclusions(cfg: TenantConfig, report: PreflightReport) -> Exclusions:
 
 def discover_step(cfg: TenantConfig) -> Discovery:
     """Discover the users and record them in the journal."""
-    from scalix_migrate.discovery import discover_users
-
     with journal_for(cfg) as journal:
         discovery = discover_users(cfg, journal=journal)
         journal.upsert_users(cfg.tenant, discovery.users)
@@ -159,9 +157,6 @@ def preflight_step(
     rewritten from that history. ``named``: the run's ``users`` (a user named by its
     primary address is exported under it).
     """
-    from scalix_migrate.preflight import run_preflight
-    from scalix_migrate.report import write_preflight_files
-
     report = run_preflight(cfg, discovery, named=named)
     at = _now()
     with journal_for(cfg) as journal:
@@ -272,8 +267,6 @@ def _record_faults(
 def extract_step(
     cfg: TenantConfig, user: ScalixUser, *, phase: Phase = Phase.full
 ) -> ExtractResult:
-    from scalix_migrate.extract import extract_user
-
     result = run_user_step(
         cfg,
         user,
@@ -288,8 +281,6 @@ def extract_step(
 
 
 def load_step(cfg: TenantConfig, user: ScalixUser) -> LoadResult:
-    from scalix_migrate.load import load_user
-
     result = run_user_step(
         cfg,
         user,
@@ -322,8 +313,6 @@ def transfer_step(
     cfg: TenantConfig, user: ScalixUser, *, phase: Phase = Phase.full
 ) -> TransferResult:
     """Extract and load at once (:mod:`scalix_migrate.transfer`); the results of both."""
-    from scalix_migrate.transfer import transfer_user
-
     now = _now()
     result = run_user_step(
         cfg,
@@ -350,7 +339,6 @@ def transfer_step(
 
 def verify_step(cfg: TenantConfig, user: ScalixUser) -> VerifyResult:
     """Verify the user's destination against the ledger; a mismatch fails the user."""
-    from scalix_migrate.verify import verify_user
 
     def body(journal: Journal) -> VerifyResult:
         result = verify_user(cfg, journal, user)
@@ -375,7 +363,6 @@ def verify_step(cfg: TenantConfig, user: ScalixUser) -> VerifyResult:
 
 def groupware_step(cfg: TenantConfig, user: ScalixUser) -> GroupwareResult:
     """Calendars and address books (destination.calendar/contacts), written and verified."""
-    from scalix_migrate.groupware_sync import require_verified, sync_user
 
     def body(journal: Journal) -> GroupwareResult:
         result = sync_user(cfg, journal, user)
@@ -395,8 +382,6 @@ def restart_service_step(
     Returns the command lines run (or, in a dry run, those that would run). The changes are in
     the journal; :func:`let_users_in_step` undoes them.
     """
-    from scalix_migrate import service
-
     if not cfg.service.restart:
         return []
     if dry_run:
@@ -410,8 +395,6 @@ def restart_service_step(
 
 def let_users_in_step(cfg: TenantConfig) -> list[str]:
     """Undo every pending restart-service change of the tenant (idempotent)."""
-    from scalix_migrate import service
-
     with journal_for(cfg) as journal:
         if not journal.pending_undos(cfg.tenant):
             return []

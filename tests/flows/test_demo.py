@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from scalix_migrate import report as report_module
+from scalix_migrate import steps as steps_module
 from scalix_migrate.demo import run_demo
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -19,7 +19,7 @@ def test_demo_applies_the_remedies_without_preflight_files(
 ) -> None:
     """preflight.csv / preflight.md are never written (a read-only reports directory, say):
     the demo still fixes the two users preflight left out, reruns them and matches."""
-    monkeypatch.setattr(report_module, "write_preflight_files", lambda history, directory: [])
+    monkeypatch.setattr(steps_module, "write_preflight_files", lambda history, directory: [])
     out = io.StringIO()
     console = Console(file=out, width=200, soft_wrap=True)
 

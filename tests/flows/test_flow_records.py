@@ -14,7 +14,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
 from flows.migrate_tenant import migrate_tenant
-from scalix_migrate import report as report_module
+from scalix_migrate import steps as steps_module
 from scalix_migrate.config import TenantConfig, load_config
 from scalix_migrate.preflight import PreflightReport
 from scalix_migrate.sandbox import Sandbox
@@ -92,7 +92,7 @@ def test_without_preflight_files_the_run_goes_on_from_the_report(
     """preflight.csv / preflight.md not written: the artifacts and the exclusions come from
     the preflight task's report, not from the files."""
     cfg = _config(sandbox, tmp_path, "nofiles")
-    monkeypatch.setattr(report_module, "write_preflight_files", lambda history, directory: [])
+    monkeypatch.setattr(steps_module, "write_preflight_files", lambda history, directory: [])
 
     state = migrate_tenant(config=cfg, return_state=True)
 

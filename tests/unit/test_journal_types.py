@@ -16,6 +16,8 @@ import sqlalchemy
 from scalix_migrate import demo, demo_groupware, state, steps
 from scalix_migrate.config import TenantConfig, parse_config
 from scalix_migrate.discovery import Discovery
+from scalix_migrate.preflight import PreflightReport
+from scalix_migrate.preflight_findings import finding
 from scalix_migrate.records import (
     ItemClass,
     LedgerEntry,
@@ -110,7 +112,9 @@ def test_the_steps_of_one_process_open_the_journal_once(
     cfg = _config(tmp_path)
 
     steps.rerun_candidates(cfg)
-    steps.record_exclusions(cfg, [])
+    kim = ScalixUser(display_name="Kim Lee", mailnode="sales", addresses=("kim@acme.test",))
+    left_out = finding("PF-USR-006", "test mailbox not readable", user=kim.key)
+    steps.record_exclusions(cfg, PreflightReport(findings=[left_out], users=[kim]))
     steps.let_users_in_step(cfg)
     with steps.journal_for(cfg) as journal:
         write_reports(journal, cfg.tenant, cfg.options.reports_dir)
