@@ -9,6 +9,7 @@ server; otherwise Prefect starts a temporary local one).
 from __future__ import annotations
 
 import contextlib
+import signal
 import sys
 import threading
 from collections.abc import Iterator
@@ -17,9 +18,18 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+import yaml
 from rich.console import Console
-from rich.progress import TaskID
+from rich.progress import (
+    BarColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
+from scalix_migrate import deploy as deployer
 from scalix_migrate.codes import PREFLIGHT_CODES
 from scalix_migrate.config import (
     INLINE_REFUSED_BY_PREFECT,
@@ -28,8 +38,15 @@ from scalix_migrate.config import (
     inline_secret_problems,
     load_config,
 )
+from scalix_migrate.demo import run_demo
+from scalix_migrate.discovery import discover_users
 from scalix_migrate.errors import ERROR_CODES, ConfigError, MigrationError
 from scalix_migrate.flowrun import prepare_prefect, run_flow
+from scalix_migrate.prefect_api import prefect_api_problem
+from scalix_migrate.report import users_table, write_preflight_files, write_reports
+from scalix_migrate.state import UserStatus
+from scalix_migrate.steps import journal_for, let_users_in_step, preflight_step
+from scalix_migrate.tables import print_table
 
 app = typer.Typer(
     add_completion=False,
@@ -57,8 +74,6 @@ def _config(path: Path) -> TenantConfig:
 def require_prefect_api() -> None:
     """Exit 2 with one line when PREFECT_API_URL names a Prefect API that does not answer."""
     prepare_prefect()
-    from scalix_migrate.prefect_api import prefect_api_problem
-
     problem = prefect_api_problem()
     if problem is not None:
         print(problem, file=sys.stderr)
@@ -71,8 +86,6 @@ def _fail(exc: MigrationError) -> typer.Exit:
 
 
 def _print_rows(title: str, rows: list[dict[str, Any]], columns: list[str]) -> None:
-    from scalix_migrate.tables import print_table
-
     print_table(console, title, columns, rows)
 
 
@@ -120,11 +133,6 @@ def _progress(cfg: TenantConfig) -> Iterator[None]:
     if not console.is_terminal:
         yield
         return
-    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-    from scalix_migrate.state import UserStatus
-    from scalix_migrate.steps import journal_for
-
     finals = (UserStatus.done, UserStatus.failed, UserStatus.paused)
     stop = threading.Event()
     started = datetime.now(UTC)
@@ -169,9 +177,6 @@ def _progress(cfg: TenantConfig) -> Iterator[None]:
 @app.command()
 def preflight(file: ConfigFile) -> None:
     """Discover users and run every preflight check; writes preflight.csv and preflight.md."""
-    from scalix_migrate.discovery import discover_users
-    from scalix_migrate.steps import preflight_step
-
     cfg = _config(file)
     try:
         report = preflight_step(cfg, discover_users(cfg), run_name="preflight (command line)")
@@ -190,9 +195,6 @@ def preflight(file: ConfigFile) -> None:
 @app.command()
 def report(file: ConfigFile) -> None:
     """Rebuild the report files (preflight history included) from the journal."""
-    from scalix_migrate.report import write_preflight_files, write_reports
-    from scalix_migrate.steps import journal_for
-
     cfg = _config(file)
     with journal_for(cfg) as journal:
         files = write_reports(journal, cfg.tenant, cfg.options.reports_dir)
@@ -203,9 +205,6 @@ def report(file: ConfigFile) -> None:
 @app.command()
 def status(file: ConfigFile) -> None:
     """Print the per-user table from the journal."""
-    from scalix_migrate.report import users_table
-    from scalix_migrate.steps import journal_for
-
     cfg = _config(file)
     with journal_for(cfg) as journal:
         rows = users_table(journal, cfg.tenant)
@@ -229,8 +228,6 @@ def status(file: ConfigFile) -> None:
 @app.command()
 def unlock(file: ConfigFile) -> None:
     """Undo what restart-service changed (after a crash of the whole process). Idempotent."""
-    from scalix_migrate.steps import let_users_in_step
-
     cfg = _config(file)
     try:
         done = let_users_in_step(cfg)
@@ -257,8 +254,6 @@ def deploy(
     Only the files named, or those in configs/tenants/: the examples in configs/examples/
     are never deployed.
     """
-    from scalix_migrate import deploy as deployer
-
     try:
         found = deployer.load_tenants(files) if files else deployer.tenant_configs(configs)
     except ConfigError as exc:
@@ -335,11 +330,7 @@ def sandbox(
     For trying the Prefect deployment on a machine without Scalix: the config migrates the
     sandbox into a Maildir under WORKDIR.
     """
-    import signal
-    import threading
-
-    import yaml
-
+    # The sandbox (pymap, a Scalix stand-in) is loaded only by the commands that serve it.
     from scalix_migrate.sandbox import Sandbox
 
     workdir = workdir.resolve()
@@ -375,8 +366,6 @@ def demo(
     ),
 ) -> None:
     """Migrate the embedded sandbox tenant into a local Maildir and check every folder."""
-    from scalix_migrate.demo import run_demo
-
     require_prefect_api()
     sys.exit(run_demo(workdir.resolve(), console))
 

@@ -37,6 +37,7 @@ from scalix_migrate.records import ScalixUser
 from scalix_migrate.sandbox.directory import Directory
 from scalix_migrate.state import Journal, UserStatus
 from scalix_migrate.steps import journal_for
+from scalix_migrate.tables import print_table
 from scalix_migrate.user_context import UserContext
 
 if TYPE_CHECKING:
@@ -226,7 +227,6 @@ def _compare_user(cfg: TenantConfig, journal: Journal, user: ScalixUser) -> list
 
 
 def _print_checks(console: Console, checks: list[FolderCheck]) -> None:
-    from scalix_migrate.tables import print_table
 
     columns = [
         "user",

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from markdown_it import MarkdownIt
 
 from scalix_migrate.errors import CATALOGUE
 from scalix_migrate.preflight import PreflightReport
@@ -257,7 +258,6 @@ def summary_markdown(tenant: str, users: pd.DataFrame, failures: pd.DataFrame) -
 
 def _markdown_html(text: str) -> str:
     """Markdown as HTML; raw HTML in it is escaped (folder names, messages come from servers)."""
-    from markdown_it import MarkdownIt
 
     return str(MarkdownIt("commonmark", {"html": False}).enable("table").render(text))
 
