@@ -20,6 +20,14 @@ while it keeps that generation, list the row's destination id without its bytes
 a UIDVALIDITY) and compare its size, flags and date. So a rerun of a finished user costs a
 metadata FETCH per folder, not a second download of the mailbox. A new destination id (a
 re-append, a reconciliation) clears the proof, and so does any difference in bytes or size.
+
+A folder is not listed at all when nothing in it can have changed since a verify that found
+it equal: that verify sealed it with the destination's state token
+(:meth:`~scalix_migrate.destinations.base.Destination.folder_state`; IMAP with CONDSTORE:
+UIDVALIDITY, UIDNEXT, MESSAGES, HIGHESTMODSEQ) and a digest of the ledger rows it compared
+(ids, destination ids, hashes, sizes, the mapped flags, dates), every row proven. While
+those hold, the comparison is the one that found nothing, so a rerun costs one STATUS per folder.
+A sink without such a token (Maildir, mbox, IMAP without CONDSTORE) is listed every time.
 """
 
 from __future__ import annotations
@@ -39,7 +47,7 @@ from scalix_migrate.destinations.base import (
 from scalix_migrate.flags import FlagMapper, comparable
 from scalix_migrate.records import LedgerEntry, LoadState, ScalixUser
 from scalix_migrate.staging import StagingStore
-from scalix_migrate.state import Journal
+from scalix_migrate.state import FolderSeal, Journal
 from scalix_migrate.user_context import open_destination
 
 _Pair = tuple[LedgerEntry, DestinationMessage]
@@ -103,10 +111,19 @@ def verify_user(
     folders: list[FolderVerification] = []
     diffs: list[Difference] = []
     proofs: dict[int, str | None] = {}
+    sealed = journal.folder_seals(tenant, key)
+    seals: dict[str, FolderSeal] = {}
     with destination(cfg, user) as dest:
+        mapper = FlagMapper(cfg.options.flags.map, keywords_allowed=dest.layout.keywords_allowed)
         present = set(dest.list_folders())
         for dest_folder in sorted(expected):
             rows = expected[dest_folder]
+            # Read before the listing: a change after it shows as another token next time.
+            state = dest.folder_state(dest_folder) if dest_folder in present else None
+            digest = rows_digest(rows, mapper)
+            if state is not None and _unchanged(sealed.get(dest_folder), state, digest, rows):
+                folders.append(FolderVerification(dest_folder, len(rows), len(rows), 0, 0, 0, 0, 0))
+                continue
             held = (
                 list(dest.messages(dest_folder, proven=_proven(rows)))
                 if dest_folder in present
@@ -114,6 +131,8 @@ def verify_user(
             )
             found = compare_folder(cfg, dest, store, dest_folder, rows, held, key, proofs=proofs)
             diffs.extend(found)
+            if state is not None and not found and _all_proven(rows, proofs):
+                seals[dest_folder] = FolderSeal(state, digest)
             kinds = [d.kind for d in found]
             folders.append(
                 FolderVerification(
@@ -127,8 +146,42 @@ def verify_user(
                     dates=kinds.count("date"),
                 )
             )
-    journal.mark_verified(proofs)
+    listed = {f.dest_folder for f in folders} - set(seals)
+    journal.record_verification(
+        tenant, key, proofs=proofs, seals=seals, unsealed=sorted(listed & set(sealed))
+    )
     return VerifyResult(key, tuple(folders), tuple(diffs))
+
+
+def rows_digest(rows: Sequence[LedgerEntry], mapper: FlagMapper) -> str:
+    """A digest of what verify compares of ``rows``: a change to any row (a new or re-appended
+    message, new flags, another mapping of them) gives another digest. The rows' proofs are
+    left out (this verify records them after the digest is taken): :func:`_unchanged` asks
+    for them apart."""
+    h = hashlib.sha256()
+    for e in sorted(rows, key=lambda e: e.id or 0):
+        flags = " ".join(sorted(comparable(mapper(e.flags))))
+        h.update(
+            f"{e.id}\t{e.dest_uid}\t{e.sha256}\t{e.size}\t{flags}\t"
+            f"{int(e.internaldate.timestamp())}\n".encode()
+        )
+    return h.hexdigest()
+
+
+def _unchanged(
+    seal: FolderSeal | None, state: str, digest: str, rows: Sequence[LedgerEntry]
+) -> bool:
+    """Sealed with this destination state and these rows, every row still proven."""
+    return (
+        seal is not None
+        and seal == FolderSeal(state, digest)
+        and all(e.verified_gen is not None for e in rows)
+    )
+
+
+def _all_proven(rows: Sequence[LedgerEntry], proofs: dict[int, str | None]) -> bool:
+    """Every row has a proof once this verify's ``proofs`` are recorded."""
+    return all(e.id is not None and proofs.get(e.id, e.verified_gen) is not None for e in rows)
 
 
 def _proven(rows: Sequence[LedgerEntry]) -> Proven | None:

@@ -127,6 +127,13 @@ class Destination(Protocol):
         ``message_id`` None) when the folder's generation is still ``proven.generation``."""
         ...
 
+    def folder_state(self, folder: str) -> str | None:
+        """A token that changes whenever anything verify compares in ``folder`` changes (a
+        message added or removed, flags changed), or None where the sink cannot promise that
+        (verify then lists the folder). IMAP with CONDSTORE: UIDVALIDITY, UIDNEXT, MESSAGES
+        and HIGHESTMODSEQ (RFC 7162: every flag change and expunge raises HIGHESTMODSEQ)."""
+        ...
+
     def settle(self, folders: Collection[str]) -> None:
         """Return once no message is still arriving in ``folders``: before reconciling after a
         lost connection, whose last APPEND a server may store a moment after the client has

@@ -137,6 +137,7 @@ class ImapDestination:
         self.layout = Layout(preset=dest.preset, separator="/")
         self.client: IMAPClient | None = None
         self.multiappend = False
+        self.condstore = False
         self._selected: str | None = None
         self.reconnects = 0
 
@@ -186,6 +187,7 @@ class ImapDestination:
         self.client = client
         caps = {c.upper() for c in client.capabilities()}
         self.multiappend = b"MULTIAPPEND" in caps
+        self.condstore = b"CONDSTORE" in caps
 
     def _login(self, client: IMAPClient, *, refresh_token: bool) -> None:
         try:
@@ -493,6 +495,19 @@ class ImapDestination:
         return present, None
 
     # --- reconciliation and verification -----------------------------------------------------
+
+    def folder_state(self, folder: str) -> str | None:
+        if not self.condstore:
+            return None  # without HIGHESTMODSEQ a flag change would not show: list the folder
+        items = [b"UIDVALIDITY", b"UIDNEXT", b"MESSAGES", b"HIGHESTMODSEQ"]
+
+        def status(c: IMAPClient) -> str | None:
+            got = c.folder_status(folder, items)
+            if any(got.get(k) is None for k in items):
+                return None  # e.g. a mailbox without persistent modseqs (NOMODSEQ)
+            return " ".join(f"{k.decode()}={int(got[k])}" for k in items)
+
+        return self._retrying("STATUS", status, folder=folder)
 
     def settle(self, folders: Collection[str]) -> None:
         """Wait until the folders' UIDNEXT has not moved for ``SETTLE_QUIET_S`` (at most

@@ -263,6 +263,11 @@ class MaildirDestination:
                 return ident
         return None
 
+    def folder_state(self, folder: str) -> str | None:
+        # A file's mtime (its INTERNALDATE) can change without its directory changing: no
+        # token the listing could trust; listing a local folder is cheap.
+        return None
+
     def settle(self, folders: Collection[str]) -> None:
         del folders  # written by this process only: nothing can still be arriving
 

@@ -239,6 +239,10 @@ class MboxDestination:
                 return str(e["id"])
         return None
 
+    def folder_state(self, folder: str) -> str | None:
+        # The file can be rewritten in place (mboxrd): every verify reads it.
+        return None
+
     def settle(self, folders: Collection[str]) -> None:
         del folders  # written by this process only: nothing can still be arriving
 

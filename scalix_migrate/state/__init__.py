@@ -37,6 +37,7 @@ from scalix_migrate.state.repairs import RepairsJournal
 from scalix_migrate.state.rows import (
     CommandRecord,
     FolderRow,
+    FolderSeal,
     ItemProblem,
     ServiceChange,
 )
@@ -56,10 +57,12 @@ from scalix_migrate.state.schema import (
 )
 from scalix_migrate.state.tallies import ItemClassTally, MessageTally, TalliesJournal
 from scalix_migrate.state.user_state import UsersJournal
+from scalix_migrate.state.verified import VerifiedJournal
 
 __all__ = [
     "CommandRecord",
     "FolderRow",
+    "FolderSeal",
     "ItemClassTally",
     "ItemProblem",
     "Journal",
@@ -121,6 +124,7 @@ class Journal(
     GroupwareJournal,
     PreflightJournal,
     TalliesJournal,
+    VerifiedJournal,
 ):
     """The migration state of one or more tenants."""
 

@@ -97,19 +97,6 @@ class RepairsJournal(JournalBase):
                     values["verified_gen"] = None  # another id: not proven at the destination
                 conn.execute(messages.update().where(messages.c.id == row_id).values(**values))
 
-    def mark_verified(self, generation_by_id: dict[int, str | None]) -> None:
-        """Record, per row id, the destination folder generation at which verify proved the
-        row's bytes there (None: no longer proven), in one transaction."""
-        if not generation_by_id:
-            return
-        stmt = (
-            messages.update()
-            .where(messages.c.id == sa.bindparam("row_id"))
-            .values(verified_gen=sa.bindparam("gen"))
-        )
-        with self.engine.begin() as conn:
-            conn.execute(stmt, [{"row_id": i, "gen": g} for i, g in generation_by_id.items()])
-
     def set_item_errors(
         self,
         tenant: str,

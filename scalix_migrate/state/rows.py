@@ -87,3 +87,12 @@ class CommandRecord:
     command: str
     exit_status: int | None
     duration_s: float | None
+
+
+@dataclass(frozen=True)
+class FolderSeal:
+    """A destination folder verify compared and found equal to the ledger: the destination's
+    state token then, and the digest of the ledger rows compared (verify.py)."""
+
+    dest_state: str
+    rows_digest: str

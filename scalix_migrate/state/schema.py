@@ -118,6 +118,20 @@ messages = sa.Table(
     sa.Index("ix_msg_hash", "tenant", "user_key", "folder", "sha256"),
 )
 
+# A destination folder verify found equal to the ledger, with the destination's state token
+# then (IMAP with CONDSTORE: UIDVALIDITY, UIDNEXT, MESSAGES, HIGHESTMODSEQ) and a digest of the
+# ledger rows it compared: while both are the same, nothing in the comparison can differ.
+verified_folders = sa.Table(
+    "verified_folders",
+    metadata,
+    sa.Column("tenant", sa.String(64), primary_key=True),
+    sa.Column("user_key", sa.String(320), primary_key=True),
+    sa.Column("dest_folder", sa.Text, primary_key=True),
+    sa.Column("dest_state", sa.Text, nullable=False),
+    sa.Column("rows_digest", sa.String(64), nullable=False),
+    sa.Column("verified_at", sa.DateTime(timezone=True), nullable=False),
+)
+
 service_changes = sa.Table(
     "service_changes",
     metadata,

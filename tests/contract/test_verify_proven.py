@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
+import pytest
 from imapclient import IMAPClient
 
 from scalix_migrate.config import TenantConfig
@@ -26,10 +27,14 @@ from tests.contract.test_sink_contract import corpus, mail
 
 
 class _Spy:
-    """Wraps a destination and keeps every message its ``messages()`` listed."""
+    """Wraps a destination and keeps every message its ``messages()`` listed. With
+    ``sealing=False`` it gives no folder state, so verify lists every folder (the proofs'
+    path, which a sealed folder skips)."""
 
-    def __init__(self, inner: Destination, seen: list[DestinationMessage]) -> None:
-        self.inner, self.seen, self.layout = inner, seen, inner.layout
+    def __init__(
+        self, inner: Destination, seen: list[DestinationMessage], *, sealing: bool
+    ) -> None:
+        self.inner, self.seen, self.layout, self.sealing = inner, seen, inner.layout, sealing
 
     def __enter__(self) -> _Spy:
         self.inner.__enter__()
@@ -41,6 +46,9 @@ class _Spy:
     def list_folders(self) -> list[str]:
         return self.inner.list_folders()
 
+    def folder_state(self, folder: str) -> str | None:
+        return self.inner.folder_state(folder) if self.sealing else None
+
     def messages(
         self, folder: str, *, proven: Proven | None = None
     ) -> Iterator[DestinationMessage]:
@@ -49,11 +57,13 @@ class _Spy:
             yield m
 
 
-def _verify_seen(cfg: TenantConfig, sink: Sink) -> tuple[list[DestinationMessage], list[str]]:
+def _verify_seen(
+    cfg: TenantConfig, sink: Sink, *, sealing: bool = True
+) -> tuple[list[DestinationMessage], list[str]]:
     seen: list[DestinationMessage] = []
 
     def spy(c: TenantConfig, u: ScalixUser) -> Destination:
-        return _Spy(open_destination(c, u), seen)  # type: ignore[return-value]
+        return _Spy(open_destination(c, u), seen, sealing=sealing)  # type: ignore[return-value]
 
     result = verify_user(cfg, sink.journal, sink.user, destination=spy)
     return seen, [d.kind for d in result.differences]
@@ -63,12 +73,12 @@ def test_a_second_verify_does_not_read_the_bytes_again(sink: Sink) -> None:
     cfg = sink.config()
     sink.stage(cfg, "INBOX", corpus())
     load_user(cfg, sink.journal, sink.user)
-    first, kinds = _verify_seen(cfg, sink)
+    first, kinds = _verify_seen(cfg, sink, sealing=False)
     assert kinds == []
     assert len(first) == 4
     assert all(m.sha256 is not None for m in first)
 
-    second, kinds = _verify_seen(cfg, sink)
+    second, kinds = _verify_seen(cfg, sink, sealing=False)
     assert kinds == []
     assert len(second) == 4
     if sink.kind == "mbox":
@@ -121,3 +131,93 @@ def test_a_recreated_imap_folder_is_read_again_and_its_changes_found(sink: Sink)
     seen, kinds = _verify_seen(cfg, sink)
     assert all(m.sha256 is not None for m in seen)
     assert kinds.count("changed") == 2
+
+
+def test_a_folder_unchanged_since_its_verify_is_not_listed_again(sink: Sink) -> None:
+    """IMAP with CONDSTORE: the second verify asks STATUS, not the messages; the sinks
+    without a trustworthy folder state list the folder every time."""
+    cfg = sink.config()
+    sink.stage(cfg, "INBOX", corpus())
+    load_user(cfg, sink.journal, sink.user)
+    first, kinds = _verify_seen(cfg, sink)
+    assert (len(first), kinds) == (4, [])
+
+    second, kinds = _verify_seen(cfg, sink)
+    assert kinds == []
+    result = verify_user(cfg, sink.journal, sink.user)
+    assert result.ok
+    assert [(f.expected, f.found) for f in result.folders] == [(4, 4)]
+    if sink.kind == "imap":
+        assert second == [], "an unchanged, verified folder was listed again"
+    else:
+        assert len(second) == 4
+
+
+def _change_at_destination(cfg: TenantConfig, sink: Sink, change: str) -> None:
+    with open_destination(cfg, sink.user) as dest:
+        client = dest.client  # type: ignore[attr-defined]
+        assert isinstance(client, IMAPClient)
+        client.select_folder("INBOX")
+        uid = client.search("ALL")[0]
+        if change == "flags":
+            client.add_flags([uid], [b"\\Flagged"])
+        elif change == "expunge":
+            client.delete_messages([uid])
+            client.expunge()
+        else:
+            client.append("INBOX", mail(99), [], datetime.now(UTC))
+
+
+@pytest.mark.parametrize(
+    ("change", "found"), [("flags", "flags"), ("expunge", "missing"), ("append", "extra")]
+)
+def test_a_change_at_the_destination_unseals_the_folder(
+    sink: Sink, change: str, found: str
+) -> None:
+    if sink.kind != "imap":
+        return  # only IMAP folders are sealed (the test above)
+    cfg = sink.config()
+    sink.stage(cfg, "INBOX", corpus()[:3])
+    load_user(cfg, sink.journal, sink.user)
+    assert _verify_seen(cfg, sink)[1] == []
+    assert _verify_seen(cfg, sink)[0] == []  # sealed
+
+    _change_at_destination(cfg, sink, change)
+    seen, kinds = _verify_seen(cfg, sink)
+    assert kinds == [found]
+    assert seen, "the changed folder was not listed"
+    again, kinds = _verify_seen(cfg, sink)  # a folder with a difference is never sealed
+    assert (bool(again), kinds) == (True, [found])
+
+
+def test_a_new_ledger_row_unseals_the_folder(sink: Sink) -> None:
+    if sink.kind != "imap":
+        return
+    cfg = sink.config()
+    sink.stage(cfg, "INBOX", corpus()[:2])
+    load_user(cfg, sink.journal, sink.user)
+    assert _verify_seen(cfg, sink)[1] == []
+    assert _verify_seen(cfg, sink)[0] == []  # sealed
+    uv = next(r.uidvalidity for r in sink.journal.folder_rows(cfg.tenant, sink.user.key))
+    sink.stage(
+        cfg, "INBOX", [Msg(mail(71), frozenset(), datetime.now(UTC))], uidvalidity=uv, first_uid=3
+    )
+    load_user(cfg, sink.journal, sink.user)
+    seen, kinds = _verify_seen(cfg, sink)
+    assert kinds == []
+    assert sorted(m.sha256 is None for m in seen) == [False, True, True]
+    assert _verify_seen(cfg, sink)[0] == []  # sealed again, with the new row
+
+
+def test_another_flag_mapping_unseals_the_folder(sink: Sink) -> None:
+    """The seal covers the mapped flags: a config that maps them otherwise compares again."""
+    if sink.kind != "imap":
+        return
+    cfg = sink.config()
+    sink.stage(cfg, "INBOX", [Msg(mail(72), frozenset({"\\Flagged"}), datetime.now(UTC))])
+    load_user(cfg, sink.journal, sink.user)
+    assert _verify_seen(cfg, sink)[1] == []
+    assert _verify_seen(cfg, sink)[0] == []  # sealed
+    remapped = sink.config(flags={"map": {"\\Flagged": "$Important"}})
+    seen, kinds = _verify_seen(remapped, sink)
+    assert (len(seen), kinds) == (1, ["flags"])

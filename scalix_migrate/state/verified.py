@@ -1,0 +1,77 @@
+"""What verify proved: per row, the folder generation its bytes were read back in; per
+destination folder, the seal of a comparison that found nothing (see verify.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+
+import sqlalchemy as sa
+
+from scalix_migrate.state.base import JournalBase
+from scalix_migrate.state.rows import FolderSeal
+from scalix_migrate.state.schema import _now, messages, verified_folders
+
+
+class VerifiedJournal(JournalBase):
+    """Part of :class:`scalix_migrate.state.Journal`."""
+
+    def folder_seals(self, tenant: str, user_key: str) -> dict[str, FolderSeal]:
+        """Destination folder -> the seal of its last verify that found no difference."""
+        t = verified_folders
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(t.c.dest_folder, t.c.dest_state, t.c.rows_digest).where(
+                    t.c.tenant == tenant, t.c.user_key == user_key
+                )
+            ).all()
+        return {r.dest_folder: FolderSeal(r.dest_state, r.rows_digest) for r in rows}
+
+    def record_verification(
+        self,
+        tenant: str,
+        user_key: str,
+        *,
+        proofs: Mapping[int, str | None],
+        seals: Mapping[str, FolderSeal],
+        unsealed: Collection[str],
+    ) -> None:
+        """In one transaction: per row id the generation its bytes were proved in (None: no
+        longer proven), the new seals, and the end of the seals of ``unsealed`` folders.
+
+        One transaction, so a seal never stands without the row proofs it was made with."""
+        if not (proofs or seals or unsealed):
+            return
+        t = verified_folders
+        with self.engine.begin() as conn:
+            if proofs:
+                conn.execute(
+                    messages.update()
+                    .where(messages.c.id == sa.bindparam("row_id"))
+                    .values(verified_gen=sa.bindparam("gen")),
+                    [{"row_id": i, "gen": g} for i, g in proofs.items()],
+                )
+            gone = set(unsealed) | set(seals)
+            if gone:
+                conn.execute(
+                    t.delete().where(
+                        t.c.tenant == tenant,
+                        t.c.user_key == user_key,
+                        t.c.dest_folder.in_(sorted(gone)),
+                    )
+                )
+            if seals:
+                now = _now()
+                conn.execute(
+                    t.insert(),
+                    [
+                        {
+                            "tenant": tenant,
+                            "user_key": user_key,
+                            "dest_folder": folder,
+                            "dest_state": seal.dest_state,
+                            "rows_digest": seal.rows_digest,
+                            "verified_at": now,
+                        }
+                        for folder, seal in seals.items()
+                    ],
+                )
