@@ -27,9 +27,10 @@ re-planned folder fetches every message again under its new UIDs.
 
 Durability: each batch's files are written without per-file fsync; a committer thread then
 syncs them together and only after that records the batch in the journal (batches in UID
-order, at most two waiting), while the extract fetches the next batch. A folder's batches are
-all committed before the next folder starts, and those fetched whole are committed even when
-a later FETCH fails.
+order, at most four waiting; what waits is synced in one round), while the extract fetches
+the next batch or opens the next folder. A folder's "read through" HIGHESTMODSEQ is recorded
+after its last batch, by the same thread; every batch fetched whole is committed before
+``extract_user`` returns or raises, even when a later FETCH failed.
 
 A user without a message store: Scalix creates the store at first sign-on (scalix.md §0), so
 a login that works on an empty store lists no messages and is simply an empty mailbox. When
@@ -65,7 +66,7 @@ from scalix_migrate.records import (
     SourceFolder,
 )
 from scalix_migrate.scalix.imap_source import META_CHUNK, FetchFailure, MessageInfo, ScalixMailbox
-from scalix_migrate.staging import StagingBatch, StagingStore
+from scalix_migrate.staging import StagingBatch, StagingStore, sync_batches
 from scalix_migrate.state import Journal
 from scalix_migrate.user_context import open_source
 
@@ -256,18 +257,23 @@ def _placeholder(uidvalidity: int, uid: int) -> str:
 
 class _Committer:
     """Makes staged batches durable and records them, one after another, in a thread of its
-    own: the extract fetches the next batch while the disk syncs this one.
+    own: the extract fetches the next batch (and opens the next folder) while the disk syncs
+    this one.
 
-    Order is kept (one thread, a FIFO queue, at most ``DEPTH`` batches waiting), so the
-    folder's cursor only ever advances over committed batches. The first error stops the
-    committer; it is raised in the extract thread at the next ``submit`` or ``flush``.
+    Order is kept (one thread, a FIFO queue, at most ``DEPTH`` items waiting), so a folder's
+    cursor only ever advances over committed batches and its "read through" mark
+    (:meth:`folder_done`) is written after its last batch. What is waiting when the thread
+    wakes is synced together (one round of fsyncs for several small folders) and then
+    recorded batch by batch. The first error stops the committer: nothing after it is
+    recorded, and it is raised in the extract thread at the next ``submit``, ``folder_done``
+    or ``flush``.
     """
 
-    DEPTH = 2
+    DEPTH = 4
 
     def __init__(self, journal: Journal, tenant: str, user_key: str, feed: LoadFeed | None):
         self.journal, self.tenant, self.user_key, self.feed = journal, tenant, user_key, feed
-        self._queue: queue.Queue[_Commit | None] = queue.Queue(maxsize=self.DEPTH)
+        self._queue: queue.Queue[_Commit | _FolderDone | None] = queue.Queue(maxsize=self.DEPTH)
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
 
@@ -279,16 +285,23 @@ class _Committer:
         highest_uid: int,
         errors: dict[int, tuple[str | None, str]],
     ) -> None:
+        self._put(_Commit(files, cursor, entries, highest_uid, errors))
+
+    def folder_done(self, folder: str, uidvalidity: int, modseq: int) -> None:
+        """Record the folder's HIGHESTMODSEQ once every batch submitted before is recorded."""
+        self._put(_FolderDone(folder, uidvalidity, modseq))
+
+    def _put(self, item: _Commit | _FolderDone) -> None:
         self._raise_error()
         if self._thread is None:
             self._thread = threading.Thread(
                 target=self._work, name=f"commit-{self.user_key}", daemon=True
             )
             self._thread.start()
-        self._queue.put(_Commit(files, cursor, entries, highest_uid, errors))
+        self._queue.put(item)
 
     def flush(self) -> None:
-        """Wait until every submitted batch is committed (or the committer failed)."""
+        """Wait until every submitted item is recorded (or the committer failed)."""
         if self._thread is not None:
             self._queue.put(None)
             self._thread.join()
@@ -301,11 +314,34 @@ class _Committer:
             raise error
 
     def _work(self) -> None:
-        while (item := self._queue.get()) is not None:
-            if self._error is not None:
-                continue  # drain: nothing after a failed batch may be recorded
+        while True:
+            items = [self._queue.get()]
+            while items[-1] is not None:  # take what is waiting too: one round of fsyncs
+                try:
+                    items.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            ending = items[-1] is None
+            work = [i for i in items if i is not None]
+            if self._error is None:  # else drain: nothing after a failed batch is recorded
+                self._commit(work)
+            if ending:
+                return
+
+    def _commit(self, work: list[_Commit | _FolderDone]) -> None:
+        try:
+            sync_batches([i.files for i in work if isinstance(i, _Commit)])
+        except BaseException as exc:  # raised in the extract thread
+            self._error = exc
+            return
+        for item in work:
             try:
-                item.files.sync()
+                if isinstance(item, _FolderDone):
+                    # Everything up to the MODSEQ seen at EXAMINE is in the journal now.
+                    self.journal.set_folder_modseq(
+                        self.tenant, self.user_key, item.folder, item.uidvalidity, item.modseq
+                    )
+                    continue
                 self.journal.record_batch(
                     self.tenant, self.user_key, item.cursor, item.entries, item.highest_uid
                 )
@@ -313,14 +349,15 @@ class _Committer:
                     self.tenant, self.user_key, item.cursor.folder, item.cursor.uidvalidity,
                     item.errors,
                 )  # fmt: skip
-            except BaseException as exc:  # raised in the extract thread
+            except BaseException as exc:
                 self._error = exc
-                continue
+                return
             if self.feed is not None:
                 try:
                     self.feed.batch_recorded()  # the load that follows may append it now
                 except LoadStopped as exc:
                     self._error = exc
+                    return
 
 
 @dataclass(frozen=True)
@@ -330,6 +367,13 @@ class _Commit:
     entries: list[LedgerEntry]
     highest_uid: int
     errors: dict[int, tuple[str | None, str]]
+
+
+@dataclass(frozen=True)
+class _FolderDone:
+    folder: str
+    uidvalidity: int
+    modseq: int
 
 
 class _FolderRun:
@@ -373,11 +417,7 @@ class _FolderRun:
         # CONDSTORE: the same HIGHESTMODSEQ as when the folder was last read through means no
         # flag changed and no message arrived since; another one names what changed.
         modseq: int | None = getattr(self.mbox, "modseq", None)
-        seen = (
-            self.journal.folder_modseq(tenant, key, folder.name, uidvalidity)
-            if modseq is not None
-            else None
-        )
+        seen = cursor.modseq if modseq is not None else None
         unchanged = modseq is not None and seen == modseq
         if cursor.highest_uid > 0 and exists > 0 and not unchanged:
             current = (
@@ -392,16 +432,11 @@ class _FolderRun:
             self._retry_unfetched(folder, cursor)
         uids = self.mbox.uids_above(folder, cursor.highest_uid) if exists and not unchanged else []
         self.tally.found += len(uids)
-        try:
-            for start in range(0, len(uids), META_CHUNK):
-                infos = list(self.mbox.message_info(folder, uids[start : start + META_CHUNK]))
-                self._planned(folder, cursor, infos)
-        finally:
-            # What was fetched whole is committed even when the next fetch failed.
-            self.committer.flush()
+        for start in range(0, len(uids), META_CHUNK):
+            infos = list(self.mbox.message_info(folder, uids[start : start + META_CHUNK]))
+            self._planned(folder, cursor, infos)
         if modseq is not None and not unchanged:
-            # Everything up to the MODSEQ seen at EXAMINE is in the journal now.
-            self.journal.set_folder_modseq(tenant, key, folder.name, uidvalidity, modseq)
+            self.committer.folder_done(folder.name, uidvalidity, modseq)
 
     def _retry_unfetched(self, folder: SourceFolder, cursor: FolderCursor) -> None:
         """Ask again for the messages whose FETCH failed in an earlier run (same UIDVALIDITY)."""
@@ -602,12 +637,16 @@ def extract_user(
             selected = select_folders(mbox.list_folders(), cfg.options.folders)
             if feed is not None:
                 feed.folders_listed(selected)
-            for folder in selected:
-                try:
-                    run.run(folder, known.get(folder.name))
-                except ItemError as err:
-                    log.warning("%s", err)
-                    tally.problems.append(ItemProblem(folder.name, None, err.code, err.message))
+            try:
+                for folder in selected:
+                    try:
+                        run.run(folder, known.get(folder.name))
+                    except ItemError as err:
+                        log.warning("%s", err)
+                        tally.problems.append(ItemProblem(folder.name, None, err.code, err.message))
+            finally:
+                # What was fetched whole is committed even when a later fetch failed.
+                run.committer.flush()
     except UserError as err:
         if err.code == "SXM-IMAP-002" and user.has_message_store is False:
             log.info("user %s has no message store: extracted as an empty mailbox", user.key)

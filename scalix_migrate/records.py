@@ -102,6 +102,9 @@ class FolderCursor:
     folder: str
     uidvalidity: int
     highest_uid: int
+    # The source HIGHESTMODSEQ journalled when the folder was last read through (CONDSTORE),
+    # under this UIDVALIDITY; None when never recorded.
+    modseq: int | None = None
 
 
 class LoadState(StrEnum):

@@ -21,7 +21,7 @@ import itertools
 import os
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -174,15 +174,24 @@ class StagingBatch:
 
     def sync(self) -> None:
         """fsync the files, then their directories and the ones above up to the staging root."""
-        if not self.files:
-            return
-        dirs = {os.path.dirname(f) for f in self.files}
-        up = self.store.root
-        while up != self.store.base.parent and up != up.parent:
+        sync_batches([self])
+
+
+def sync_batches(batches: Sequence[StagingBatch]) -> None:
+    """Make the files of ``batches`` durable in one round: every file, then every directory
+    that gained a name (the files' own and the ones above, up to the staging base)."""
+    files = sorted({f for b in batches for f in b.files})
+    if not files:
+        return
+    dirs = {os.path.dirname(f) for f in files}
+    for store in {id(b.store): b.store for b in batches}.values():
+        up = store.root
+        while up != store.base.parent and up != up.parent:
             dirs.add(str(up))  # a directory created by this (or an unsynced) batch
             up = up.parent
-        pool = _fsync_pool()
-        # Data before names: list() waits for every file before any directory is synced.
-        list(pool.map(_fsync, sorted(self.files)))
-        list(pool.map(_fsync, sorted(dirs)))
-        self.files.clear()
+    pool = _fsync_pool()
+    # Data before names: list() waits for every file before any directory is synced.
+    list(pool.map(_fsync, files))
+    list(pool.map(_fsync, sorted(dirs)))
+    for b in batches:
+        b.files.clear()

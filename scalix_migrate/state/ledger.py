@@ -50,7 +50,9 @@ class LedgerJournal(JournalBase):
         special = folder.special.value if folder.special else None
         with self.engine.begin() as conn:
             row = conn.execute(
-                sa.select(folders.c.uidvalidity, folders.c.highest_uid).where(*key)
+                sa.select(folders.c.uidvalidity, folders.c.highest_uid, folders.c.modseq).where(
+                    *key
+                )
             ).first()
             if row is None:
                 conn.execute(
@@ -91,7 +93,8 @@ class LedgerJournal(JournalBase):
                     updated_at=now,
                 )
             )
-            return FolderCursor(folder.name, uidvalidity, int(row.highest_uid))
+            modseq = int(row.modseq) if row.modseq else None
+            return FolderCursor(folder.name, uidvalidity, int(row.highest_uid), modseq)
 
     def folder_modseq(
         self, tenant: str, user_key: str, folder: str, uidvalidity: int
@@ -181,7 +184,7 @@ class LedgerJournal(JournalBase):
                 )
                 .values(highest_uid=new_high, updated_at=now)
             )
-        return FolderCursor(cursor.folder, cursor.uidvalidity, new_high)
+        return FolderCursor(cursor.folder, cursor.uidvalidity, new_high, cursor.modseq)
 
     def _record_group(
         self,

@@ -553,16 +553,16 @@ def test_batch_files_and_directories_are_synced_before_the_journal_commit(
     store = StagingStore(cfg.options.staging_dir, "acme", USER.key)
     records = [i for i, (kind, _) in enumerate(events) if kind == "record"]
     assert len(records) == 3
-    start = 0
     for at in records:
-        synced = {Path(p) for kind, p in events[start:at] if kind == "fsync"}
+        # Batches waiting together are synced in one round, then recorded one by one: each
+        # row's file (and its directories) synced at some point before the row is recorded.
+        synced = {Path(p) for kind, p in events[:at] if kind == "fsync"}
         hashes = events[at][1]
         for digest in hashes:
             path = store.path_for(digest)
             assert path in synced, "journal row recorded before its file was synced"
             assert path.parent in synced, "the rename was not made durable"
         assert {store.root, store.root.parent, store.base} <= synced
-        start = at + 1
     assert sum(1 for kind, p in events if kind == "fsync" and Path(p).is_file()) == 5
 
 
@@ -595,3 +595,86 @@ def test_batch_syncs_nothing_on_error_and_resyncs_a_leftover_file(
     single = store.put(b"one message")
     assert store.path_for(single) in synced
     assert store.get(single) == b"one message"
+
+
+class FakeCondstoreMailbox(FakeMailbox):
+    """A source with CONDSTORE: EXAMINE reports a HIGHESTMODSEQ (here: 100 + messages)."""
+
+    modseq: int | None = None
+
+    def examine(self, f: SourceFolder) -> tuple[int, int]:
+        uidvalidity, exists = super().examine(f)
+        self.modseq = 100 + exists
+        return uidvalidity, exists
+
+
+def test_a_folder_is_marked_read_through_only_after_its_batches_are_recorded(
+    tmp_path: Path, journal: Journal
+) -> None:
+    events: list[tuple[str, str]] = []
+    record, set_modseq = journal.record_batch, journal.set_folder_modseq
+
+    def spy_record(*a: Any, **kw: Any) -> Any:
+        events.append(("record", a[2].folder))
+        return record(*a, **kw)
+
+    def spy_modseq(*a: Any, **kw: Any) -> Any:
+        events.append(("read through", a[2]))
+        return set_modseq(*a, **kw)
+
+    journal.record_batch = spy_record  # type: ignore[method-assign]
+    journal.set_folder_modseq = spy_modseq  # type: ignore[method-assign]
+    boxes = [FakeFolder(folder(name)) for name in ("INBOX", "Archiv", "Sent")]
+    for n, box in enumerate(boxes):
+        for i in range(2 + n):
+            box.add(mail(10 * n + i))
+    cfg = make_cfg(tmp_path, imap={"fetch_batch_messages": 1})
+    server = FakeServer(boxes)
+    result = extract_user(cfg, journal, USER, mailbox=lambda c, u: FakeCondstoreMailbox(server))
+
+    assert result.staged == 2 + 3 + 4
+    for name, count in (("INBOX", 2), ("Archiv", 3), ("Sent", 4)):
+        marked = events.index(("read through", name))
+        recorded = [i for i, e in enumerate(events) if e == ("record", name)]
+        assert len(recorded) == count and max(recorded) < marked
+    rows = {r.folder: r for r in journal.folder_rows("acme", USER.key)}
+    assert {n: int(r.modseq or 0) for n, r in rows.items()} == {
+        "INBOX": 102,
+        "Archiv": 103,
+        "Sent": 104,
+    }
+
+
+def test_a_failed_commit_stops_the_extract_and_marks_no_later_folder_read_through(
+    tmp_path: Path, journal: Journal
+) -> None:
+    record = journal.record_batch
+
+    def failing_record(*a: Any, **kw: Any) -> Any:
+        if a[2].folder == "Archiv":
+            raise OSError("disk full")
+        return record(*a, **kw)
+
+    journal.record_batch = failing_record  # type: ignore[method-assign]
+    boxes = [FakeFolder(folder(name)) for name in ("INBOX", "Archiv", "Sent")]
+    for n, box in enumerate(boxes):
+        box.add(mail(n))
+    cfg = make_cfg(tmp_path)
+    server = FakeServer(boxes)
+    with pytest.raises(OSError, match="disk full"):
+        extract_user(cfg, journal, USER, mailbox=lambda c, u: FakeCondstoreMailbox(server))
+
+    rows = {r.folder: r for r in journal.folder_rows("acme", USER.key)}
+    assert rows["INBOX"].modseq and int(rows["INBOX"].modseq) == 101
+    assert not rows["Archiv"].modseq and rows["Archiv"].highest_uid == 0
+    assert "Sent" not in rows or not rows["Sent"].modseq
+    assert [e.folder for e in journal.entries("acme", USER.key)] == ["INBOX"]
+    # The rerun takes up where the journal stands: nothing lost, nothing doubled.
+    journal.record_batch = record  # type: ignore[method-assign]
+    again = extract_user(cfg, journal, USER, mailbox=lambda c, u: FakeCondstoreMailbox(server))
+    assert again.staged == 2
+    assert sorted(e.folder for e in journal.entries("acme", USER.key)) == [
+        "Archiv",
+        "INBOX",
+        "Sent",
+    ]
