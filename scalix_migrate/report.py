@@ -14,8 +14,8 @@ preflight finding that left it out (the remedy is in ``error``).
 from __future__ import annotations
 
 import html
-from collections import Counter
-from dataclasses import asdict, dataclass
+from collections import Counter, defaultdict
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -65,53 +65,65 @@ class ReportFiles:
     users: list[dict[str, Any]]  # the users table as records (see records_of)
 
 
+@dataclass
+class _UserCounts:
+    """One user's ledger tallies, summed (old-UIDVALIDITY twins left out)."""
+
+    by_state: Counter[str] = field(default_factory=Counter)
+    by_kind: Counter[str] = field(default_factory=Counter)
+    found: int = 0
+    in_stage: int = 0
+    loaded_bytes: int = 0
+
+
+def _counts_by_user(journal: Journal, tenant: str) -> dict[str, _UserCounts]:
+    """The journal's per-user tallies in one pass each: linear in users (a filter of the
+    tallies per user cost about 0.2 s a user, profiled on 30 users; 5,000 users are the
+    design case)."""
+    counts: defaultdict[str, _UserCounts] = defaultdict(_UserCounts)
+    for t in journal.message_tallies(tenant):
+        if t.load_state is LoadState.superseded:
+            continue
+        mine = counts[t.user_key]
+        mine.by_state[t.load_state.value] += t.count
+        mine.found += t.count
+        if t.stored:
+            mine.in_stage += t.count
+        if t.load_state is LoadState.loaded:
+            mine.loaded_bytes += t.bytes
+    for k in journal.item_class_tallies(tenant):
+        counts[k.user_key].by_kind[k.item_class.value] += k.count
+    return counts
+
+
 def users_frame(journal: Journal, tenant: str) -> pd.DataFrame:
     """One row per user with counts, bytes, duration and throughput (see the module doc)."""
-    msg = pd.DataFrame(
-        [
-            (t.user_key, t.load_state.value, t.stored, t.count, t.bytes)
-            for t in journal.message_tallies(tenant)
-        ],
-        columns=["user", "state", "stored", "n", "bytes"],
-    )
-    kinds = pd.DataFrame(
-        [(t.user_key, t.item_class.value, t.count) for t in journal.item_class_tallies(tenant)],
-        columns=["user", "kind", "n"],
-    )
-    fold = pd.DataFrame(list(journal.folder_counts(tenant).items()), columns=["user", "folders"])
+    counts = _counts_by_user(journal, tenant)
+    folders = journal.folder_counts(tenant)
     rows: list[dict[str, Any]] = []
     for u in journal.user_rows(tenant):
-        mine = msg[msg["user"] == u.user_key]
-        live = mine[mine["state"] != LoadState.superseded.value]
-        by_state = live.groupby("state")["n"].sum().to_dict()
-        in_stage = int(live.loc[live["stored"].astype(bool), "n"].sum())
-        loaded_bytes = int(mine.loc[mine["state"] == LoadState.loaded.value, "bytes"].sum())
+        mine = counts.get(u.user_key) or _UserCounts()
+        by_state, by_kind = mine.by_state, mine.by_kind
         start = u.extract_started or u.load_started
         end = u.load_finished or u.extract_finished
         duration = (end - start).total_seconds() if start and end and end >= start else None
-        loaded = int(by_state.get(LoadState.loaded.value, 0))
-        nf = fold.loc[fold["user"] == u.user_key, "folders"]
-        mine_kinds = kinds[kinds["user"] == u.user_key]
-        by_kind = dict(zip(mine_kinds["kind"], mine_kinds["n"], strict=True))
+        loaded = by_state[LoadState.loaded.value]
         rows.append(
             {
                 "user": u.user_key,
                 "display_name": u.display_name or "",
                 "status": u.status.value,
-                "folders": int(nf.iloc[0]) if len(nf) else 0,
-                "found": int(live["n"].sum()),
-                "staged": in_stage,
+                "folders": folders.get(u.user_key, 0),
+                "found": mine.found,
+                "staged": mine.in_stage,
                 "loaded": loaded,
-                "to_load": int(
-                    by_state.get(LoadState.staged.value, 0)
-                    + by_state.get(LoadState.appending.value, 0)
-                ),
-                "skipped": int(by_state.get(LoadState.skipped.value, 0)),
-                "failed": int(by_state.get(LoadState.failed.value, 0)),
-                "bytes": loaded_bytes,
-                "appointments": int(by_kind.get(ItemClass.appointment.value, 0)),
-                "contacts": int(by_kind.get(ItemClass.contact.value, 0)),
-                "tasks": int(by_kind.get(ItemClass.task.value, 0)),
+                "to_load": by_state[LoadState.staged.value] + by_state[LoadState.appending.value],
+                "skipped": by_state[LoadState.skipped.value],
+                "failed": by_state[LoadState.failed.value],
+                "bytes": mine.loaded_bytes,
+                "appointments": by_kind[ItemClass.appointment.value],
+                "contacts": by_kind[ItemClass.contact.value],
+                "tasks": by_kind[ItemClass.task.value],
                 "duration_s": round(duration, 1) if duration is not None else None,
                 "msg_per_s": round(loaded / duration, 1) if duration and loaded else None,
                 "retries": u.retries,
