@@ -34,6 +34,7 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
+	$(BIN)/mypy bench  # the benchmarks are scripts, not a package: checked on their own
 
 check: lint typecheck test
 

@@ -80,7 +80,7 @@ class StagingClock:
             try:
                 digest = put(batch, data)
                 if fsync_each:  # the former put(): fsync the file now, no directory syncs
-                    path = batch.store.path_for(digest)
+                    path = str(batch.store.path_for(digest))
                     staging._fsync(path)
                     batch.files.discard(path)
                 return digest

@@ -39,6 +39,7 @@ from scalix_migrate.message_identity import message_id_of  # noqa: E402
 from scalix_migrate.records import LedgerEntry, LoadState, ScalixUser, SourceFolder  # noqa: E402
 from scalix_migrate.staging import StagingStore  # noqa: E402
 from scalix_migrate.state import Journal  # noqa: E402
+from scalix_migrate.user_context import UserContext  # noqa: E402
 from tests.testbed.dovecot import destination  # noqa: E402
 
 
@@ -148,7 +149,9 @@ def run(
     def open_dest(c: TenantConfig, u: ScalixUser) -> Destination:
         assert c.destination.type == "imap"
         cls = ImapDestination if multiappend else _NoMultiappend
-        return cls(c.destination, c, u)
+        login = UserContext.of(c, u).destination_login
+        assert login is not None
+        return cls(c.destination, login=login, tokens=None, user=u.key)
 
     with TimedJournal.open(directory=run_dir / "state") as journal:
         total = _stage(cfg, journal, user, n)

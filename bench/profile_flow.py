@@ -39,7 +39,7 @@ def timed_run(cfg: Any, out: Path | None) -> float:
     t0 = time.perf_counter()
     state = run_flow(cfg)
     wall = time.perf_counter() - t0
-    if profiler is not None:
+    if profiler is not None and out is not None:
         profiler.stop()
         out.write_text(profiler.output_text(unicode=False, color=False, show_all=False))
     print(f"{state.name}: {state.message}; {wall:.2f} s", flush=True)

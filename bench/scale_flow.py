@@ -36,7 +36,7 @@ for extra in (REPO, REPO / "bench"):
     if str(extra) not in sys.path:
         sys.path.insert(0, str(extra))
 
-from compare_peers import spawn, start_prefect_server  # noqa: E402
+from compare_peers import spawn, start_prefect_server, task_run_breakdown  # noqa: E402
 from peer_corpus import make_corpus  # noqa: E402
 
 
@@ -124,16 +124,19 @@ def api_summary(api: str, n_users: int) -> dict[str, Any]:
     def ts(v: str | None) -> float:
         return datetime.fromisoformat(v).timestamp() if v else 0.0
 
-    flow_s = ts(run["end_time"]) - ts(run["start_time"])
+    flow_start, flow_end = ts(run["start_time"]), ts(run["end_time"])
     in_tasks = sum(ts(t["end_time"]) - ts(t["start_time"]) for t in tasks if t.get("end_time"))
     completed = sum(t["state_type"] == "COMPLETED" for t in tasks)
+    per_kind, outside = task_run_breakdown(tasks, flow_start, flow_end)
     return {
         "state": run["state_type"],
         "message": (run.get("state") or {}).get("message"),
         "task_runs": len(tasks),
         "task_runs_completed": completed,
-        "flow_run_s": round(flow_s, 1),
+        "flow_run_s": round(flow_end - flow_start, 1),
         "task_run_s_summed": round(in_tasks, 1),
+        "task_run_s_by_kind": per_kind,
+        "no_task_running_per_user_ms": round(1000 * outside / n_users),
     }
 
 
