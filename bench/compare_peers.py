@@ -458,13 +458,18 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_prefect_server(home: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """A real ``prefect server start`` on a free loopback port (SQLite, its own home)."""
+def start_prefect_server(
+    home: Path, log: Path, *, database_url: str | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
+    """A real ``prefect server start`` on a free loopback port, its own home; its database
+    SQLite in that home, or ``database_url`` (``postgresql+asyncpg://…``)."""
     import httpx
 
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    if database_url is not None:
+        env["PREFECT_API_DATABASE_CONNECTION_URL"] = database_url
     prefect = str(Path(sys.executable).with_name("prefect"))
     argv = [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)]
     with log.open("ab") as out:
