@@ -2,12 +2,13 @@
 orchestration?
 
 Starts the test bed (fast admin-command emulators) and a ``prefect server`` (its own home;
-SQLite, or with ``--prefect-db postgres`` a private PostgreSQL), adds ``--users`` users (most with ``--few`` messages, every ``--heavy-every``-th
-with ``--heavy`` messages), runs ``scalix-migrate run`` once as an operator would, and
-reports: wall time and the CLI's peak RSS, the flow run's state and message, the task runs
-the API recorded (two per user, plus the tenant's own), how long the task runs took in all
-and the flow run's time outside them per user, the slowest answer of the API while the run
-went on (a reader asks for the flow run every second), and the messages at the destination
+SQLite, or with ``--prefect-db postgres`` a private PostgreSQL), adds ``--users`` users (most
+with ``--few`` messages, every ``--heavy-every``-th with ``--heavy`` messages), runs
+``scalix-migrate run`` once as an operator would, and reports: wall time and the CLI's peak
+RSS, the flow run's state and message, the task runs the API recorded (two per user, plus
+the tenant's own), how long the task runs took in all and by kind, the time per user in
+which no task run ran, the slowest answer of the API while the run went on (a reader asks
+for the flow run every second), and the messages at the destination
 against the source (from the journal: every message loaded and verified)::
 
     .venv/bin/python bench/scale_flow.py --users 300

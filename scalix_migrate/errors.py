@@ -204,6 +204,12 @@ _CODES = [
     ),
     Code("SXM-USR-002", "user has no message store", "Not an error: migrated as an empty mailbox."),
     Code(
+        "SXM-USR-004",
+        "folder name contains / or \\ (seen by the user's transfer)",
+        "Rename the folder named in the message (in Outlook or SWA), then rerun the user; "
+        "or list PF-USR-005:<user> in preflight.accept to copy it as nested folders.",
+    ),
+    Code(
         "SXM-STG-001",
         "staging store damaged",
         "A staged file does not match its hash; rerun the user's extract.",

@@ -54,6 +54,7 @@ from scalix_migrate import groupware
 from scalix_migrate.config import FolderOptions, Phase, TenantConfig
 from scalix_migrate.errors import ItemError, UserError
 from scalix_migrate.feed import LoadFeed, LoadStopped
+from scalix_migrate.folder_names import FINDING_CODE, accepted, bad_folder_names
 from scalix_migrate.message_identity import message_id_of
 from scalix_migrate.ratelimit import limiter_for
 from scalix_migrate.records import (
@@ -181,6 +182,24 @@ def select_folders(found: Sequence[SourceFolder], options: FolderOptions) -> lis
         and (not options.include or hit(f.name, options.include))
         and not hit(f.name, options.exclude)
     ]
+
+
+def refuse_bad_folder_names(
+    cfg: TenantConfig, user: ScalixUser, listing: Sequence[SourceFolder]
+) -> None:
+    """Refuse the user before anything is read when a folder name contains ``/`` or ``\\``
+    (:mod:`scalix_migrate.folder_names`), unless preflight.accept accepts PF-USR-005 for it.
+    Preflight checks this for users not migrated yet; for a finished user the transfer's
+    own listing is the check."""
+    if accepted(FINDING_CODE, user.key, cfg.preflight.accept):
+        return
+    bad = bad_folder_names(listing)
+    if bad:
+        raise UserError(
+            "; ".join(bad) + ": copied as it is, it would arrive as nested folders",
+            code="SXM-USR-004",
+            user=user.key,
+        )
 
 
 def _headers(body: bytes) -> tuple[str | None, str | None]:
@@ -634,7 +653,9 @@ def extract_user(
             mailbox(cfg, user) as mbox,
         ):
             run = _FolderRun(cfg, journal, user, mbox, store, tally, feed)
-            selected = select_folders(mbox.list_folders(), cfg.options.folders)
+            listing = mbox.list_folders()
+            refuse_bad_folder_names(cfg, user, listing)
+            selected = select_folders(listing, cfg.options.folders)
             if feed is not None:
                 feed.folders_listed(selected)
             try:

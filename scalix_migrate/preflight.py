@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import shlex
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
@@ -35,6 +35,7 @@ from scalix_migrate.codes import Severity as Severity
 from scalix_migrate.config import TenantConfig, TLSMode
 from scalix_migrate.discovery import Discovery, discover_users, matches
 from scalix_migrate.errors import FatalError, MigrationError, PreflightError, TransientError
+from scalix_migrate.folder_names import FINDING_CODE, bad_folder_names
 from scalix_migrate.netfaults import plain_text
 from scalix_migrate.preflight_destination import destination_findings, staging_findings
 from scalix_migrate.preflight_findings import Finding as Finding
@@ -49,7 +50,6 @@ from scalix_migrate.user_context import UserContext
 log = logging.getLogger(__name__)
 
 SOURCE_SESSIONS_PER_USER = 1  # extract reads one user over one IMAP session at a time
-NAMESPACE_ROOTS = {"other users", "public folders"}
 MAX_UNPARSED_FINDINGS = 50
 
 
@@ -141,14 +141,21 @@ def run_preflight(
     check_folders: bool = True,
     folder_check_limit: int | None = None,
     named: Sequence[str] = (),
+    folders_checked_by_transfer: Collection[str] = (),
 ) -> PreflightReport:
     """Run every check; see the module docstring. Never raises for a finding.
+
+    ``folders_checked_by_transfer``: keys of users whose folder names are not listed here (a
+    login each) because their transfer refuses bad names itself (users an earlier run
+    finished: a rerun does not log in to every one of them twice).
 
     ``named`` are the identities the run names its users by (``--user`` / ``users=[…]``): a
     user named by its primary address is exported under it, as with ``options.users.include``.
     Findings listed in ``preflight.accept`` come back marked ``accepted``.
     """
-    report = _run_checks(cfg, discovery, check_folders, folder_check_limit, named)
+    report = _run_checks(
+        cfg, discovery, check_folders, folder_check_limit, named, set(folders_checked_by_transfer)
+    )
     report.findings = accept_findings(report.findings, cfg.preflight.accept)
     return report
 
@@ -175,6 +182,7 @@ def _run_checks(
     check_folders: bool,
     folder_check_limit: int | None,
     named: Sequence[str],
+    folders_checked_by_transfer: set[str],
 ) -> PreflightReport:
     # The users given are checked even when a check ends preflight early (an SSH fault).
     report = PreflightReport(users=list(discovery.users) if discovery is not None else [])
@@ -203,7 +211,13 @@ def _run_checks(
     for user in discovery.users:
         add(user_findings(cfg, user, named=named))
     if check_folders:
-        add(folder_findings(cfg, discovery.users, limit=folder_check_limit))
+        listed = [u for u in discovery.users if u.key not in folders_checked_by_transfer]
+        if len(listed) < len(discovery.users):
+            log.info(
+                "folder names of %d finished user(s) are checked by their transfer, not here",
+                len(discovery.users) - len(listed),
+            )
+        add(folder_findings(cfg, listed, limit=folder_check_limit))
     sample = test_user or (discovery.users[0] if discovery.users else None)
     add(destination_findings(cfg, sample, discovery.users))
     add(groupware_findings(cfg, sample))
@@ -537,23 +551,4 @@ def folder_findings(
 
 
 def _bad_folder_names(user: ScalixUser, listing: Sequence[SourceFolder]) -> list[Finding]:
-    out = []
-    names = {f.name for f in listing}
-    for folder in listing:
-        name = folder.name
-        hint = None
-        if "\\" in name:
-            hint = f"folder {name!r} contains '\\'"
-        elif (
-            not folder.selectable
-            and name.lower() not in NAMESPACE_ROOTS
-            and any(n.startswith(name + "/") for n in names)
-        ):
-            children = sorted(n for n in names if n.startswith(name + "/"))
-            hint = (
-                f"folder {children[0]!r} looks like one folder whose name contains '/' "
-                f"({name!r} is not a folder of its own)"
-            )
-        if hint:
-            out.append(finding("PF-USR-005", hint, user=user.key))
-    return out
+    return [finding(FINDING_CODE, hint, user=user.key) for hint in bad_folder_names(listing)]

@@ -149,15 +149,25 @@ def preflight_step(
     named: Sequence[str] = (),
     run_id: str | None = None,
     run_name: str | None = None,
+    recheck_finished_users: bool = True,
 ) -> PreflightReport:
     """Every preflight check for ``discovery.users``; the report.
+
+    ``recheck_finished_users=False`` (a migration run): the folder names of users the journal
+    has as done are left to their transfer, which refuses bad names itself
+    (:func:`scalix_migrate.extract.refuse_bad_folder_names`): one login per finished user
+    fewer on a rerun.
 
     The findings are kept in the journal under ``run_id`` (the flow run, or ``cli-<time>``)
     and the report files (``preflight.csv``: every run's findings; ``preflight.md``) are
     rewritten from that history. ``named``: the run's ``users`` (a user named by its
     primary address is exported under it).
     """
-    report = run_preflight(cfg, discovery, named=named)
+    finished: set[str] = set()
+    if not recheck_finished_users:
+        with journal_for(cfg) as journal:
+            finished = set(journal.users_with_status(cfg.tenant, UserStatus.done))
+    report = run_preflight(cfg, discovery, named=named, folders_checked_by_transfer=finished)
     at = _now()
     with journal_for(cfg) as journal:
         journal.record_preflight(

@@ -186,6 +186,7 @@ def preflight_validate(
         named=named or [],
         run_id=str(flow_run.id) if flow_run.id else None,
         run_name=flow_run.name or None,
+        recheck_finished_users=False,
     )
     create_table_artifact(
         key=artifact_key(config.tenant, "preflight"),

@@ -5,7 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from scalix_migrate.config import TenantConfig
+from scalix_migrate.errors import UserError
+from scalix_migrate.extract import extract_user
 from scalix_migrate.preflight import (
     PREFLIGHT_CODES,
     Finding,
@@ -14,6 +18,7 @@ from scalix_migrate.preflight import (
     run_preflight,
 )
 from scalix_migrate.sandbox.directory import FolderSpec
+from scalix_migrate.state import Journal
 from tests.integration.scalix_bed import TenantSlice, bed, config, new_user
 
 __all__ = ["bed"]
@@ -116,6 +121,19 @@ def test_folder_names_with_separator_or_backslash(bed: TenantSlice, tmp_path: Pa
     assert "PF-USR-005" in codes(report.findings, slash.addresses[0])
     assert "PF-USR-005" in codes(report.findings, back.addresses[0])
     assert "PF-USR-005" not in codes(report.findings, t.addresses[0])
+
+    # A rerun's preflight leaves a finished user's folder names to its transfer, which
+    # refuses them with the real adapter before anything is read.
+    again = preflight(cfg, folders_checked_by_transfer={back.addresses[0]})
+    assert "PF-USR-005" in codes(again.findings, slash.addresses[0])
+    assert "PF-USR-005" not in codes(again.findings, back.addresses[0])
+    finished = next(u for u in again.users if u.key == back.addresses[0])
+    with Journal.open(directory=tmp_path / "state") as journal:
+        with pytest.raises(UserError) as refused:
+            extract_user(cfg, journal, finished)
+        assert refused.value.code == "SXM-USR-004"
+        assert "Archive/Budget 2019" in refused.value.message
+        assert list(journal.entries(cfg.tenant, finished.key)) == []
 
 
 def test_destination_with_wrong_password(bed: TenantSlice, tmp_path: Path) -> None:

@@ -680,3 +680,25 @@ def test_a_failed_commit_stops_the_extract_and_marks_no_later_folder_read_throug
         "INBOX",
         "Sent",
     ]
+
+
+def test_a_folder_name_with_the_separator_refuses_the_user_before_anything_is_read(
+    tmp_path: Path, journal: Journal
+) -> None:
+    """Preflight leaves finished users' folder names to their transfer: a folder created
+    since with ``\\`` (or a ``/`` that splits it into levels) must not arrive as nested
+    folders."""
+    inbox = FakeFolder(folder("INBOX"))
+    inbox.add(mail(1))
+    bad = FakeFolder(folder("Q1\\Q2"))
+    bad.add(mail(2))
+    cfg = make_cfg(tmp_path)
+    with pytest.raises(UserError) as raised:
+        run(cfg, journal, FakeServer([inbox, bad]))
+    assert raised.value.code == "SXM-USR-004"
+    assert "'Q1\\\\Q2' contains" in raised.value.message
+    assert list(journal.entries("acme", USER.key)) == []
+
+    accept = cfg.preflight.model_copy(update={"accept": [f"PF-USR-005:{USER.key}"]})
+    accepting = cfg.model_copy(update={"preflight": accept})
+    assert run(accepting, journal, FakeServer([inbox, bad])).staged == 2
