@@ -47,7 +47,7 @@ from scalix_migrate.destinations.base import (
 from scalix_migrate.flags import FlagMapper, comparable
 from scalix_migrate.records import LedgerEntry, LoadState, ScalixUser
 from scalix_migrate.staging import StagingStore
-from scalix_migrate.state import FolderSeal, Journal
+from scalix_migrate.state import FolderSeal, Journal, SealRow
 from scalix_migrate.user_context import open_destination
 
 _Pair = tuple[LedgerEntry, DestinationMessage]
@@ -101,13 +101,13 @@ def verify_user(
     """Compare every loaded ledger row of ``user`` with the destination."""
     tenant, key = cfg.tenant, user.key
     store = StagingStore(cfg.options.staging_dir, tenant, key)
-    expected: dict[str, list[LedgerEntry]] = defaultdict(list)
-    for e in journal.entries(tenant, key, states=[LoadState.loaded]):
-        if e.dest_folder is not None:
-            expected[e.dest_folder].append(e)
-    for row in journal.folder_rows(tenant, key):
-        if row.dest_folder:
-            expected.setdefault(row.dest_folder, [])
+    # The seals' view of the rows first (light tuples); whole entries only for the folders
+    # whose seal does not hold: a rerun of a finished user reads no LedgerEntry at all.
+    sealing = journal.seal_rows(tenant, key)
+    names = set(sealing) | {
+        r.dest_folder for r in journal.folder_rows(tenant, key) if r.dest_folder
+    }
+    entries: dict[str, list[LedgerEntry]] | None = None
     folders: list[FolderVerification] = []
     diffs: list[Difference] = []
     proofs: dict[int, str | None] = {}
@@ -116,14 +116,18 @@ def verify_user(
     with destination(cfg, user) as dest:
         mapper = FlagMapper(cfg.options.flags.map, keywords_allowed=dest.layout.keywords_allowed)
         present = set(dest.list_folders())
-        for dest_folder in sorted(expected):
-            rows = expected[dest_folder]
+        for dest_folder in sorted(names):
+            light = sealing.get(dest_folder, [])
             # Read before the listing: a change after it shows as another token next time.
             state = dest.folder_state(dest_folder) if dest_folder in present else None
-            digest = rows_digest(rows, mapper)
-            if state is not None and _unchanged(sealed.get(dest_folder), state, digest, rows):
-                folders.append(FolderVerification(dest_folder, len(rows), len(rows), 0, 0, 0, 0, 0))
+            digest = rows_digest(light, mapper)
+            if state is not None and _unchanged(sealed.get(dest_folder), state, digest, light):
+                n = len(light)
+                folders.append(FolderVerification(dest_folder, n, n, 0, 0, 0, 0, 0))
                 continue
+            if entries is None:
+                entries = _loaded_by_folder(journal, tenant, key)
+            rows = entries.get(dest_folder, [])
             held = (
                 list(dest.messages(dest_folder, proven=_proven(rows)))
                 if dest_folder in present
@@ -153,30 +157,34 @@ def verify_user(
     return VerifyResult(key, tuple(folders), tuple(diffs))
 
 
-def rows_digest(rows: Sequence[LedgerEntry], mapper: FlagMapper) -> str:
+def _loaded_by_folder(journal: Journal, tenant: str, key: str) -> dict[str, list[LedgerEntry]]:
+    out: dict[str, list[LedgerEntry]] = defaultdict(list)
+    for e in journal.entries(tenant, key, states=[LoadState.loaded]):
+        if e.dest_folder is not None:
+            out[e.dest_folder].append(e)
+    return out
+
+
+def rows_digest(rows: Sequence[SealRow], mapper: FlagMapper) -> str:
     """A digest of what verify compares of ``rows``: a change to any row (a new or re-appended
     message, new flags, another mapping of them) gives another digest. The rows' proofs are
     left out (this verify records them after the digest is taken): :func:`_unchanged` asks
     for them apart."""
     h = hashlib.sha256()
-    for e in sorted(rows, key=lambda e: e.id or 0):
-        flags = " ".join(sorted(comparable(mapper(e.flags))))
+    mapped: dict[frozenset[str], str] = {}
+    for r in sorted(rows, key=lambda r: r.id):
+        flags = mapped.get(r.flags)
+        if flags is None:
+            flags = mapped[r.flags] = " ".join(sorted(comparable(mapper(r.flags))))
         h.update(
-            f"{e.id}\t{e.dest_uid}\t{e.sha256}\t{e.size}\t{flags}\t"
-            f"{int(e.internaldate.timestamp())}\n".encode()
+            f"{r.id}\t{r.dest_uid}\t{r.sha256}\t{r.size}\t{flags}\t{r.internaldate_s}\n".encode()
         )
     return h.hexdigest()
 
 
-def _unchanged(
-    seal: FolderSeal | None, state: str, digest: str, rows: Sequence[LedgerEntry]
-) -> bool:
+def _unchanged(seal: FolderSeal | None, state: str, digest: str, rows: Sequence[SealRow]) -> bool:
     """Sealed with this destination state and these rows, every row still proven."""
-    return (
-        seal is not None
-        and seal == FolderSeal(state, digest)
-        and all(e.verified_gen is not None for e in rows)
-    )
+    return seal is not None and seal == FolderSeal(state, digest) and all(r.proven for r in rows)
 
 
 def _all_proven(rows: Sequence[LedgerEntry], proofs: dict[int, str | None]) -> bool:

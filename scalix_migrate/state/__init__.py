@@ -39,6 +39,7 @@ from scalix_migrate.state.rows import (
     FolderRow,
     FolderSeal,
     ItemProblem,
+    SealRow,
     ServiceChange,
 )
 from scalix_migrate.state.schema import (
@@ -67,6 +68,7 @@ __all__ = [
     "ItemProblem",
     "Journal",
     "MessageTally",
+    "SealRow",
     "ServiceChange",
     "UserRow",
     "UserStatus",

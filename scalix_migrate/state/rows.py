@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from scalix_migrate.records import SpecialFolder
 from scalix_migrate.state.schema import _aware
@@ -96,3 +96,17 @@ class FolderSeal:
 
     dest_state: str
     rows_digest: str
+
+
+class SealRow(NamedTuple):
+    """One loaded ledger row as a folder seal digests it (verify.py), read without building
+    a LedgerEntry: a rerun's verify reads these for every row and entries only for folders
+    whose seal no longer holds."""
+
+    id: int
+    dest_uid: str | None
+    sha256: str
+    size: int
+    flags: frozenset[str]
+    internaldate_s: int  # INTERNALDATE, whole seconds since the epoch
+    proven: bool  # verified_gen is set: the bytes were read back once

@@ -7,9 +7,10 @@ from collections.abc import Collection, Mapping
 
 import sqlalchemy as sa
 
+from scalix_migrate.records import LoadState
 from scalix_migrate.state.base import JournalBase
-from scalix_migrate.state.rows import FolderSeal
-from scalix_migrate.state.schema import _now, messages, verified_folders
+from scalix_migrate.state.rows import FolderSeal, SealRow
+from scalix_migrate.state.schema import _aware, _now, flags_from_text, messages, verified_folders
 
 
 class VerifiedJournal(JournalBase):
@@ -25,6 +26,36 @@ class VerifiedJournal(JournalBase):
                 )
             ).all()
         return {r.dest_folder: FolderSeal(r.dest_state, r.rows_digest) for r in rows}
+
+    def seal_rows(self, tenant: str, user_key: str) -> dict[str, list[SealRow]]:
+        """The user's loaded rows by destination folder, in id order, as seals digest them."""
+        m = messages
+        q = (
+            sa.select(m.c.id, m.c.dest_folder, m.c.dest_uid, m.c.sha256, m.c.size, m.c.flags,
+                      m.c.internaldate, m.c.verified_gen)
+            .where(
+                m.c.tenant == tenant,
+                m.c.user_key == user_key,
+                m.c.load_state == LoadState.loaded.value,
+                m.c.dest_folder.is_not(None),
+            )
+            .order_by(m.c.id)
+        )  # fmt: skip
+        with self.engine.connect() as conn:
+            rows = conn.execute(q).all()
+        flag_sets: dict[str, frozenset[str]] = {}  # a mailbox has few distinct flag sets
+        out: dict[str, list[SealRow]] = {}
+        for r in rows:
+            flags = flag_sets.get(r.flags)
+            if flags is None:
+                flags = flag_sets[r.flags] = flags_from_text(r.flags)
+            when = _aware(r.internaldate)
+            assert when is not None  # a loaded row has its INTERNALDATE
+            out.setdefault(r.dest_folder, []).append(
+                SealRow(int(r.id), r.dest_uid, r.sha256, int(r.size), flags,
+                        int(when.timestamp()), r.verified_gen is not None)
+            )  # fmt: skip
+        return out
 
     def record_verification(
         self,
