@@ -166,7 +166,9 @@ def _procedure(
     tasks.ensure_source_limit(config)
     try:
         with tasks.source_slots(config, len(runnable)):
-            failed, paused = _migrate_users(config, step, runnable, phase)
+            failed, paused = _migrate_users(
+                config, step, runnable, phase, report.folders_left_to_transfer
+            )
     finally:
         step.let_users_in(config)
 
@@ -212,6 +214,7 @@ def _migrate_users(
     step: tasks.Steps,
     users: list[ScalixUser],
     phase: Phase,
+    check_folders_of: frozenset[str],
 ) -> tuple[list[str], list[str]]:
     """Run transfer (extract and load at once) -> verify per user.
 
@@ -219,7 +222,10 @@ def _migrate_users(
     source connection); a user whose transfer is done verifies against the destination while
     the next user's transfer starts, up to as many again."""
     chain: list[tuple[str, Callable[[ScalixUser], PrefectFuture[Any]]]] = [
-        ("transfer", lambda u: step.transfer_user.submit(config, u, phase)),
+        (
+            "transfer",
+            lambda u: step.transfer_user.submit(config, u, phase, u.key in check_folders_of),
+        ),
         ("verify", lambda u: step.verify_user.submit(config, u)),
     ]
     if config.destination.calendar or config.destination.contacts:

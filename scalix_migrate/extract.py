@@ -68,7 +68,7 @@ from scalix_migrate.records import (
 )
 from scalix_migrate.scalix.imap_source import META_CHUNK, FetchFailure, MessageInfo, ScalixMailbox
 from scalix_migrate.staging import StagingBatch, StagingStore, sync_batches
-from scalix_migrate.state import Journal
+from scalix_migrate.state import FolderRow, Journal
 from scalix_migrate.user_context import open_source
 
 log = logging.getLogger(__name__)
@@ -411,6 +411,8 @@ class _FolderRun:
         self.cfg, self.journal, self.user, self.mbox = cfg, journal, user, mbox
         self.store, self.tally, self.feed = store, tally, feed
         self.committer = _Committer(journal, cfg.tenant, user.key, feed)
+        # Rows whose FETCH failed in an earlier run, by (folder, UIDVALIDITY); read once.
+        self._unfetched: dict[tuple[str, int], list[LedgerEntry]] | None = None
         msg = cfg.options.messages
         self.since, self.before = msg.since, msg.before
 
@@ -424,12 +426,14 @@ class _FolderRun:
             return "SXM-IMAP-006", f"{info.size} bytes > max_size_bytes {limit}"
         return None
 
-    def run(self, folder: SourceFolder, known_uidvalidity: int | None) -> None:
+    def run(self, folder: SourceFolder, known: FolderRow | None) -> None:
         tenant, key = self.cfg.tenant, self.user.key
         uidvalidity, exists = self.mbox.examine(folder)
-        if known_uidvalidity is not None and known_uidvalidity != uidvalidity:
+        if known is not None and known.uidvalidity != uidvalidity:
             self.tally.replanned.append(folder.name)
-        cursor = self.journal.open_folder(tenant, key, folder, uidvalidity, source_count=exists)
+        cursor = self.journal.open_folder(
+            tenant, key, folder, uidvalidity, source_count=exists, known=known
+        )
         self.tally.folders += 1
         if exists == 0:
             self.tally.empty.append(folder.name)
@@ -460,7 +464,9 @@ class _FolderRun:
     def _retry_unfetched(self, folder: SourceFolder, cursor: FolderCursor) -> None:
         """Ask again for the messages whose FETCH failed in an earlier run (same UIDVALIDITY)."""
         tenant, key = self.cfg.tenant, self.user.key
-        failed = self.journal.unfetched_rows(tenant, key, folder.name, cursor.uidvalidity)
+        if self._unfetched is None:  # one query for the user's folders, at the first folder
+            self._unfetched = self.journal.unfetched_by_folder(tenant, key)
+        failed = self._unfetched.pop((folder.name, cursor.uidvalidity), [])
         failed = [e for e in failed if e.sha256 == _placeholder(cursor.uidvalidity, e.uid)]
         for start in range(0, len(failed), META_CHUNK):
             chunk = failed[start : start + META_CHUNK]
@@ -629,8 +635,12 @@ def extract_user(
     phase: Phase = Phase.full,
     mailbox: MailboxFactory = open_source,
     feed: LoadFeed | None = None,
+    check_folder_names: bool = False,
 ) -> ExtractResult:
     """Extract one user's mailbox into the staging store and the journal (see module doc).
+
+    ``check_folder_names``: refuse the user when a folder name contains ``/`` or ``\\``
+    (:func:`refuse_bad_folder_names`): for a user whose names preflight did not list.
 
     Raises :class:`UserError` (login refused, LIST failed) or :class:`TransientError`
     (network); a rerun after either resumes from the folder cursors. ``mailbox`` is the
@@ -646,7 +656,7 @@ def extract_user(
         connects_per_second=conc.connects_per_second,
     )
     tally = _Tally()
-    known = {r.folder: r.uidvalidity for r in journal.folder_rows(cfg.tenant, user.key)}
+    known = {r.folder: r for r in journal.folder_rows(cfg.tenant, user.key)}
     try:
         with (
             limiter.connection(wait_s=cfg.source.imap.timeout_s * 10, user=user.key),
@@ -654,7 +664,8 @@ def extract_user(
         ):
             run = _FolderRun(cfg, journal, user, mbox, store, tally, feed)
             listing = mbox.list_folders()
-            refuse_bad_folder_names(cfg, user, listing)
+            if check_folder_names:
+                refuse_bad_folder_names(cfg, user, listing)
             selected = select_folders(listing, cfg.options.folders)
             if feed is not None:
                 feed.folders_listed(selected)

@@ -59,6 +59,9 @@ class PreflightReport:
 
     findings: list[Finding] = field(default_factory=list)
     users: list[ScalixUser] = field(default_factory=list)  # selected by discovery
+    # Users whose folder names this preflight did not list (finished by an earlier run):
+    # their transfer checks them (extract.refuse_bad_folder_names).
+    folders_left_to_transfer: frozenset[str] = frozenset()
 
     @property
     def blocking(self) -> list[Finding]:
@@ -156,6 +159,9 @@ def run_preflight(
     report = _run_checks(
         cfg, discovery, check_folders, folder_check_limit, named, set(folders_checked_by_transfer)
     )
+    if check_folders:
+        known = {u.key for u in report.users}
+        report.folders_left_to_transfer = frozenset(known & set(folders_checked_by_transfer))
     report.findings = accept_findings(report.findings, cfg.preflight.accept)
     return report
 

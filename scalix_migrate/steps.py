@@ -320,15 +320,21 @@ def _pause(journal: Journal, cfg: TenantConfig, user: ScalixUser, code: str) -> 
 
 
 def transfer_step(
-    cfg: TenantConfig, user: ScalixUser, *, phase: Phase = Phase.full
+    cfg: TenantConfig,
+    user: ScalixUser,
+    *,
+    phase: Phase = Phase.full,
+    check_folder_names: bool = False,
 ) -> TransferResult:
-    """Extract and load at once (:mod:`scalix_migrate.transfer`); the results of both."""
+    """Extract and load at once (:mod:`scalix_migrate.transfer`); the results of both.
+    ``check_folder_names``: the user is in the preflight report's ``folders_left_to_transfer``.
+    """
     now = _now()
     result = run_user_step(
         cfg,
         user,
         "transfer",
-        lambda j: transfer_user(cfg, j, user, phase=phase),
+        lambda j: transfer_user(cfg, j, user, phase=phase, check_folder_names=check_folder_names),
         running=UserStatus.transferring,
         done=UserStatus.loaded,
         started_col="extract_started",

@@ -47,8 +47,10 @@ def transfer_user(
     phase: Phase = Phase.full,
     mailbox: MailboxFactory = open_source,
     destination: Callable[[TenantConfig, ScalixUser], Destination] = open_destination,
+    check_folder_names: bool = False,
 ) -> TransferResult:
-    """Extract ``user`` and load what it stages while it runs (see the module docstring)."""
+    """Extract ``user`` and load what it stages while it runs (see the module docstring).
+    ``check_folder_names``: see :func:`~scalix_migrate.extract.extract_user`."""
     feed = LoadFeed()
     loaded: Future[LoadResult] = Future()
 
@@ -61,7 +63,10 @@ def transfer_user(
     loader = threading.Thread(target=run_load, name=f"load-{user.key}", daemon=True)
     loader.start()
     try:
-        extracted = extract_user(cfg, journal, user, phase=phase, mailbox=mailbox, feed=feed)
+        extracted = extract_user(
+            cfg, journal, user, phase=phase, mailbox=mailbox, feed=feed,
+            check_folder_names=check_folder_names,
+        )  # fmt: skip
     except LoadStopped:
         feed.finish()
         loader.join()

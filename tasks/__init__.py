@@ -92,7 +92,7 @@ class Steps:
     preflight_validate: Task[[TenantConfig, Discovery, list[str] | None], PreflightReport]
     restart_service: Task[[TenantConfig, list[ScalixUser], bool], list[str]]
     let_users_in: Task[[TenantConfig], list[str]]
-    transfer_user: Task[[TenantConfig, ScalixUser, Phase], TransferResult]
+    transfer_user: Task[[TenantConfig, ScalixUser, Phase, bool], TransferResult]
     groupware_user: Task[[TenantConfig, ScalixUser], GroupwareResult]
     verify_user: Task[[TenantConfig, ScalixUser], VerifyResult]
 
@@ -234,14 +234,17 @@ def let_users_in(config: TenantConfig) -> list[str]:
     retry_condition_fn=retry_transient,
     task_run_name="transfer-{user.key}",
 )
-def transfer_user(config: TenantConfig, user: ScalixUser, phase: Phase) -> TransferResult:
+def transfer_user(
+    config: TenantConfig, user: ScalixUser, phase: Phase, check_folder_names: bool = False
+) -> TransferResult:
     """Extract the user's mailbox and load it while it is read (one task: both run at once).
 
     A retry resumes both from the journal: nothing is fetched or appended twice. The source
     connection it opens is counted in the run's slots of the source limit
-    (:func:`source_slots`)."""
+    (:func:`source_slots`). ``check_folder_names``: preflight left the user's folder names
+    to this step (a user an earlier run finished)."""
     _count_retry(config, user, "transfer")
-    return steps.transfer_step(config, user, phase=phase)
+    return steps.transfer_step(config, user, phase=phase, check_folder_names=check_folder_names)
 
 
 @task(

@@ -39,15 +39,29 @@ class LedgerJournal(JournalBase):
         uidvalidity: int,
         *,
         source_count: int | None = None,
+        known: FolderRow | None = None,
     ) -> FolderCursor:
-        """Return the folder's cursor for ``uidvalidity``, re-planning it if that changed."""
+        """Return the folder's cursor for ``uidvalidity``, re-planning it if that changed.
+
+        ``known``: the folder's row as read at the start of this extract; when it already
+        says all this (the rerun of an unchanged folder), the cursor comes from it without a
+        write."""
+        special = folder.special.value if folder.special else None
+        if (
+            known is not None
+            and known.folder == folder.name
+            and known.uidvalidity == uidvalidity
+            and (known.special.value if known.special else None) == special
+            and known.folder_class == folder.folder_class
+            and known.source_count == source_count
+        ):
+            return FolderCursor(folder.name, uidvalidity, known.highest_uid, known.modseq)
         now = _now()
         key = (
             folders.c.tenant == tenant,
             folders.c.user_key == user_key,
             folders.c.folder == folder.name,
         )
-        special = folder.special.value if folder.special else None
         with self.engine.begin() as conn:
             row = conn.execute(
                 sa.select(folders.c.uidvalidity, folders.c.highest_uid, folders.c.modseq).where(

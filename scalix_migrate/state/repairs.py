@@ -148,6 +148,28 @@ class RepairsJournal(JournalBase):
         with self.engine.connect() as conn:
             return [_entry(r._mapping) for r in conn.execute(q).all()]
 
+    def unfetched_by_folder(
+        self, tenant: str, user_key: str
+    ) -> dict[tuple[str, int], list[LedgerEntry]]:
+        """:meth:`unfetched_rows` of every folder of the user in one query, by (folder,
+        UIDVALIDITY): an extract asks once, not once per folder."""
+        q = (
+            sa.select(messages)
+            .where(
+                messages.c.tenant == tenant,
+                messages.c.user_key == user_key,
+                messages.c.load_state == LoadState.failed.value,
+                messages.c.sha256.like("unfetched-%"),  # extract's placeholder
+            )
+            .order_by(messages.c.folder, messages.c.uidvalidity, messages.c.uid)
+        )
+        out: dict[tuple[str, int], list[LedgerEntry]] = {}
+        with self.engine.connect() as conn:
+            for r in conn.execute(q).all():
+                e = _entry(r._mapping)
+                out.setdefault((e.folder, e.uidvalidity), []).append(e)
+        return out
+
     def record_refetched(self, tenant: str, user_key: str, entries: Sequence[LedgerEntry]) -> int:
         """Turn ``unfetched-`` failed rows into the staged rows ``entries`` (one transaction).
 

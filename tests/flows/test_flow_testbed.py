@@ -19,6 +19,7 @@ from scalix_migrate.config import TenantConfig
 from scalix_migrate.discovery import discover_users
 from scalix_migrate.records import ScalixUser
 from scalix_migrate.sandbox.directory import DirectoryUser, FolderSpec, SeedMessage
+from scalix_migrate.state import UserStatus
 from scalix_migrate.steps import journal_for
 from tests.support.corpus import tricky_corpus
 from tests.support.fidelity import assert_user_migrated_exactly
@@ -129,3 +130,20 @@ def test_dovecot_to_dovecot_every_message_identical_rerun_and_delta(
         assert after["loaded"] == before["loaded"] + 1
         for u in users:
             assert_user_migrated_exactly(cfg, journal, u)
+
+    # A finished user creates a folder whose name holds Scalix's separator (the stand-in
+    # shows it as "\"). The next run's preflight leaves finished users' folder names to their
+    # transfer: that user is refused before anything is read, the others go on.
+    testbed.seed_messages(
+        addresses[1],
+        [SeedMessage("Q1\\Q2 report", late.body, [], datetime(2024, 6, 2, tzinfo=UTC))],
+    )
+    again = migrate_tenant(config=cfg, phase="delta", return_state=True)
+
+    assert again.is_failed()
+    assert "1 of 3 users failed" in (again.message or ""), again.message
+    with journal_for(cfg) as journal:
+        assert journal.users_with_status(cfg.tenant, UserStatus.failed) == [addresses[1]]
+        row = next(r for r in journal.user_rows(cfg.tenant) if r.user_key == addresses[1])
+        assert row.error_code == "SXM-USR-004"
+        assert journal.counts_by_state(cfg.tenant) == after  # nothing of it was read

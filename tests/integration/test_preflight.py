@@ -127,10 +127,11 @@ def test_folder_names_with_separator_or_backslash(bed: TenantSlice, tmp_path: Pa
     again = preflight(cfg, folders_checked_by_transfer={back.addresses[0]})
     assert "PF-USR-005" in codes(again.findings, slash.addresses[0])
     assert "PF-USR-005" not in codes(again.findings, back.addresses[0])
+    assert again.folders_left_to_transfer == {back.addresses[0]}
     finished = next(u for u in again.users if u.key == back.addresses[0])
     with Journal.open(directory=tmp_path / "state") as journal:
         with pytest.raises(UserError) as refused:
-            extract_user(cfg, journal, finished)
+            extract_user(cfg, journal, finished, check_folder_names=True)
         assert refused.value.code == "SXM-USR-004"
         assert "Archive/Budget 2019" in refused.value.message
         assert list(journal.entries(cfg.tenant, finished.key)) == []

@@ -694,11 +694,21 @@ def test_a_folder_name_with_the_separator_refuses_the_user_before_anything_is_re
     bad.add(mail(2))
     cfg = make_cfg(tmp_path)
     with pytest.raises(UserError) as raised:
-        run(cfg, journal, FakeServer([inbox, bad]))
+        run(cfg, journal, FakeServer([inbox, bad]), check_folder_names=True)
     assert raised.value.code == "SXM-USR-004"
     assert "'Q1\\\\Q2' contains" in raised.value.message
     assert list(journal.entries("acme", USER.key)) == []
 
     accept = cfg.preflight.model_copy(update={"accept": [f"PF-USR-005:{USER.key}"]})
     accepting = cfg.model_copy(update={"preflight": accept})
-    assert run(accepting, journal, FakeServer([inbox, bad])).staged == 2
+    assert run(accepting, journal, FakeServer([inbox, bad]), check_folder_names=True).staged == 2
+
+
+def test_folder_names_preflight_listed_are_not_checked_again(
+    tmp_path: Path, journal: Journal
+) -> None:
+    """Only a user preflight left to its transfer is checked there: preflight's own check
+    (and its exclusion, or the operator's acceptance) stands for the others."""
+    inbox, bad = FakeFolder(folder("INBOX")), FakeFolder(folder("Q1\\Q2"))
+    bad.add(mail(2))
+    assert run(make_cfg(tmp_path), journal, FakeServer([inbox, bad])).staged == 1
