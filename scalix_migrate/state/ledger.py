@@ -110,21 +110,6 @@ class LedgerJournal(JournalBase):
             modseq = int(row.modseq) if row.modseq else None
             return FolderCursor(folder.name, uidvalidity, int(row.highest_uid), modseq)
 
-    def folder_modseq(
-        self, tenant: str, user_key: str, folder: str, uidvalidity: int
-    ) -> int | None:
-        """The source HIGHESTMODSEQ recorded when the folder was last read through."""
-        with self.engine.connect() as conn:
-            value = conn.execute(
-                sa.select(folders.c.modseq).where(
-                    folders.c.tenant == tenant,
-                    folders.c.user_key == user_key,
-                    folders.c.folder == folder,
-                    folders.c.uidvalidity == uidvalidity,
-                )
-            ).scalar()
-        return int(value) if value else None
-
     def set_folder_modseq(
         self, tenant: str, user_key: str, folder: str, uidvalidity: int, modseq: int
     ) -> None:

@@ -125,34 +125,13 @@ class RepairsJournal(JournalBase):
                     .values(error_code=code, error_detail=detail, updated_at=_now())
                 )
 
-    def unfetched_rows(
-        self, tenant: str, user_key: str, folder: str, uidvalidity: int
-    ) -> list[LedgerEntry]:
-        """Rows of one folder that failed at extract (no staged bytes: placeholder hash).
-
-        These are the ``failed`` rows whose hash is the extract's ``unfetched-`` placeholder;
-        rows that failed at load carry a real hash and are not returned.
-        """
-        q = (
-            sa.select(messages)
-            .where(
-                messages.c.tenant == tenant,
-                messages.c.user_key == user_key,
-                messages.c.folder == folder,
-                messages.c.uidvalidity == uidvalidity,
-                messages.c.load_state == LoadState.failed.value,
-                messages.c.sha256.like("unfetched-%"),  # extract's placeholder
-            )
-            .order_by(messages.c.uid)
-        )
-        with self.engine.connect() as conn:
-            return [_entry(r._mapping) for r in conn.execute(q).all()]
-
     def unfetched_by_folder(
         self, tenant: str, user_key: str
     ) -> dict[tuple[str, int], list[LedgerEntry]]:
-        """:meth:`unfetched_rows` of every folder of the user in one query, by (folder,
-        UIDVALIDITY): an extract asks once, not once per folder."""
+        """Rows that failed at extract (no staged bytes: the extract's ``unfetched-``
+        placeholder hash), of every folder of the user in one query, by (folder,
+        UIDVALIDITY), in UID order: an extract asks once, not once per folder. Rows that
+        failed at load carry a real hash and are not returned."""
         q = (
             sa.select(messages)
             .where(
