@@ -5,7 +5,8 @@ Starts the real test bed (Dovecot as Scalix -> Dovecot), seeds ``--users`` users
 ``load_user`` -> ``verify_user`` per user in this process, one user at a time, and the same
 again (the rerun). Prints seconds per step; with ``--pyinstrument FILE`` the first pass runs
 under pyinstrument and its text profile is written to ``FILE`` (``--rerun-profile FILE``
-likewise for the rerun)::
+likewise for the rerun, ``--delta-profile FILE`` for a third pass after 1 % new messages and
+``\\Flagged`` on ~2 % of each INBOX at the source, as ``compare_peers.py``'s delta)::
 
     .venv/bin/python bench/profile_core.py --users 2 --messages 1000 --pyinstrument /tmp/p.txt
 """
@@ -24,7 +25,7 @@ for extra in (REPO, REPO / "bench"):
     if str(extra) not in sys.path:
         sys.path.insert(0, str(extra))
 
-from compare_peers import seed  # noqa: E402
+from compare_peers import change_source, seed  # noqa: E402
 
 from scalix_migrate.records import ScalixUser  # noqa: E402
 
@@ -79,6 +80,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--pyinstrument", type=Path, default=None)
     parser.add_argument("--rerun-profile", type=Path, default=None)
+    parser.add_argument("--delta-profile", type=Path, default=None)
     parser.add_argument("--serial", action="store_true", help="load after extract, not with it")
     args = parser.parse_args()
     if not (1 <= args.users <= 50 and 1 <= args.messages <= 20000):
@@ -102,9 +104,15 @@ def main() -> None:
         c1, t1 = time.process_time(), time.perf_counter()
         rerun = profiled(cfg, users, args.rerun_profile, args.serial)
         c2, t2 = time.process_time(), time.perf_counter()
+        added, flagged = change_source(bed, users, args.seed)
+        c3, t3 = time.process_time(), time.perf_counter()
+        delta = profiled(cfg, users, args.delta_profile, args.serial)
+        c4, t4 = time.process_time(), time.perf_counter()
+    print(f"delta: {added} new messages, {flagged} flagged at the source")
     for name, spent, wall, cpu in (
         ("first", first, t1 - t0, c1 - c0),
         ("rerun", rerun, t2 - t1, c2 - c1),
+        ("delta", delta, t4 - t3, c4 - c3),
     ):
         steps = ", ".join(f"{k} {v:.2f} s" for k, v in spent.items())
         print(f"{name}: {wall:.2f} s wall, {cpu:.2f} s CPU of this process ({steps})")

@@ -13,14 +13,15 @@ preflight finding that left it out (the remedy is in ``error``).
 
 from __future__ import annotations
 
+import csv
 import html
+import io
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 from markdown_it import MarkdownIt
 
 from scalix_migrate.errors import CATALOGUE
@@ -28,6 +29,9 @@ from scalix_migrate.preflight import PreflightReport
 from scalix_migrate.private import private_dir, write_private
 from scalix_migrate.records import ItemClass, LoadState
 from scalix_migrate.state import Journal, UserStatus
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 USER_COLUMNS = [
     "user",
@@ -98,6 +102,8 @@ def _counts_by_user(journal: Journal, tenant: str) -> dict[str, _UserCounts]:
 
 def users_frame(journal: Journal, tenant: str) -> pd.DataFrame:
     """One row per user with counts, bytes, duration and throughput (see the module doc)."""
+    import pandas as pd  # here, not at the top: only reports need it (~45 MB)
+
     counts = _counts_by_user(journal, tenant)
     folders = journal.folder_counts(tenant)
     rows: list[dict[str, Any]] = []
@@ -175,6 +181,8 @@ def failures_frame(journal: Journal, tenant: str) -> pd.DataFrame:
     The ``state`` column says which (an over-size message is ``skipped`` with SXM-IMAP-006:
     listed, so it is never dropped silently).
     """
+    import pandas as pd  # here, not at the top: only reports need it (~45 MB)
+
     cols = [
         "user_key",
         "folder",
@@ -281,6 +289,8 @@ def _html(
     summary: str,
     preflight: list[dict[str, Any]] | None = None,
 ) -> str:
+    import pandas as pd  # here, not at the top: only reports need it (~45 MB)
+
     styled = users.style.format(na_rep="", precision=1).hide(axis="index")
     for column, colour in (("bytes", "#8ecae6"), ("msg_per_s", "#ffb703")):
         values = pd.to_numeric(users[column], errors="coerce").dropna()
@@ -314,6 +324,8 @@ td,th{{padding:4px 8px;border-bottom:1px solid #ddd;text-align:right}}</style></
 
 def write_reports(journal: Journal, tenant: str, directory: Path) -> ReportFiles:
     """Write users.csv, failures.csv, commands.csv, summary.md and report.html (0600)."""
+    import pandas as pd  # here, not at the top: only reports need it (~45 MB)
+
     private_dir(directory)
     users = users_frame(journal, tenant)
     failures = failures_frame(journal, tenant)
@@ -348,6 +360,8 @@ def users_table(journal: Journal, tenant: str) -> list[dict[str, Any]]:
 
 def records_of(frame: pd.DataFrame) -> list[dict[str, Any]]:
     """Rows as plain dicts, missing values as "" (Prefect table artifacts, the CLI)."""
+    import pandas as pd  # here, not at the top: only reports need it (~45 MB)
+
     return [
         {
             k: ("" if v is None or (isinstance(v, float) and pd.isna(v)) else v)
@@ -434,9 +448,16 @@ def _runs(history: list[dict[str, Any]]) -> list[str]:
 
 
 def write_preflight_files(history: list[dict[str, Any]], directory: Path) -> list[Path]:
-    """preflight.csv (every run's findings, newest first) and preflight.md (the latest run)."""
+    """preflight.csv (every run's findings, newest first) and preflight.md (the latest run).
+
+    With the csv module, not pandas: preflight writes these in the flow's process before any
+    user moves, and importing pandas there would hold ~45 MB through the whole run."""
     private_dir(directory)
     csv_path, md_path = directory / "preflight.csv", directory / "preflight.md"
-    write_private(csv_path, pd.DataFrame(history, columns=PREFLIGHT_COLUMNS).to_csv(index=False))
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=PREFLIGHT_COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(history)
+    write_private(csv_path, out.getvalue())
     write_private(md_path, preflight_markdown(history))
     return [csv_path, md_path]

@@ -208,3 +208,17 @@ def test_preflight_csv_keeps_every_run(tmp_path: Path) -> None:
     md = (tmp_path / "preflight.md").read_text(encoding="utf-8")
     assert "Run second at 2024-05-01 13:00:00 UTC" in md
     assert "## Earlier runs" in md
+
+
+def test_the_flow_and_the_cli_import_pandas_only_to_build_a_report() -> None:
+    """pandas costs ~45 MB of the process's memory: the flow imports it for the report at
+    the end of a run, not while users move (issue 10's memory goal)."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, tasks, flows.migrate_tenant, scalix_migrate.cli, scalix_migrate.steps; "
+        "print('pandas' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
