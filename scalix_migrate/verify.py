@@ -28,6 +28,16 @@ UIDVALIDITY, UIDNEXT, MESSAGES, HIGHESTMODSEQ) and a digest of the ledger rows i
 (ids, destination ids, hashes, sizes, the mapped flags, dates), every row proven. While
 those hold, the comparison is the one that found nothing, so a rerun costs one STATUS per folder.
 A sink without such a token (Maildir, mbox, IMAP without CONDSTORE) is listed every time.
+
+When a sealed folder's state moved on (a delta run appended some messages and changed some
+flags), only what changed is compared: the destination says which messages it added and which
+flags changed since the sealed state, and that none of that state's messages went away
+(:meth:`~scalix_migrate.destinations.base.Destination.changes`; IMAP: ``CHANGEDSINCE`` and
+the counts), and each row keeps the short digest its folder's seal found equal
+(``verified_sig``). Rows whose digest still holds and whose messages did not change are the
+same as when the seal found them equal; the rest, and every message added, are compared as
+above. Where anything does not add up (a message of the sealed state that no row names any
+more, rows sharing a destination id, another UIDVALIDITY), the whole folder is listed.
 """
 
 from __future__ import annotations
@@ -111,8 +121,10 @@ def verify_user(
     folders: list[FolderVerification] = []
     diffs: list[Difference] = []
     proofs: dict[int, str | None] = {}
+    sigs: dict[int, str | None] = {}
     sealed = journal.folder_seals(tenant, key)
     seals: dict[str, FolderSeal] = {}
+    still_sealed: set[str] = set()
     with destination(cfg, user) as dest:
         mapper = FlagMapper(cfg.options.flags.map, keywords_allowed=dest.layout.keywords_allowed)
         present = set(dest.list_folders())
@@ -120,29 +132,49 @@ def verify_user(
             light = sealing.get(dest_folder, [])
             # Read before the listing: a change after it shows as another token next time.
             state = dest.folder_state(dest_folder) if dest_folder in present else None
-            digest = rows_digest(light, mapper)
-            if state is not None and _unchanged(sealed.get(dest_folder), state, digest, light):
+            digest, now_sigs = _digest_and_sigs(light, mapper)
+            seal = sealed.get(dest_folder)
+            if state is not None and _unchanged(seal, state, digest, light):
                 n = len(light)
                 folders.append(FolderVerification(dest_folder, n, n, 0, 0, 0, 0, 0))
+                still_sealed.add(dest_folder)
                 continue
-            if entries is None:
-                entries = _loaded_by_folder(journal, tenant, key)
-            rows = entries.get(dest_folder, [])
-            held = (
-                list(dest.messages(dest_folder, proven=_proven(rows)))
-                if dest_folder in present
-                else []
+            part = None
+            if state is not None and seal is not None:
+                part = _changed_part(dest, dest_folder, seal, state, light, now_sigs)
+            if part is not None:
+                rows = journal.entries_with_ids(part.row_ids)
+                held = list(dest.messages(dest_folder, proven=_proven(rows), ids=part.dest_ids))
+                if not part.accounts_for(held):
+                    part = None  # a message of the sealed state is not known: list them all
+            if part is None:
+                if entries is None:
+                    entries = _loaded_by_folder(journal, tenant, key)
+                rows = entries.get(dest_folder, [])
+                held = (
+                    list(dest.messages(dest_folder, proven=_proven(rows)))
+                    if dest_folder in present
+                    else []
+                )
+            same_id: set[int] = set()
+            found = compare_folder(
+                cfg, dest, store, dest_folder, rows, held, key, proofs=proofs, same_id=same_id
             )
-            found = compare_folder(cfg, dest, store, dest_folder, rows, held, key, proofs=proofs)
             diffs.extend(found)
             if state is not None and not found and _all_proven(rows, proofs):
                 seals[dest_folder] = FolderSeal(state, digest)
+                stored = {r.id: r.sig for r in light}
+                for e in rows:
+                    assert e.id is not None  # rows read from the journal
+                    new = now_sigs.get(e.id) if e.id in same_id else None
+                    if new != stored.get(e.id):
+                        sigs[e.id] = new
             kinds = [d.kind for d in found]
             folders.append(
                 FolderVerification(
                     dest_folder=dest_folder,
-                    expected=len(rows),
-                    found=len(held),
+                    expected=len(rows) if part is None else len(light),
+                    found=len(held) if part is None else len(held) + len(part.quiet),
                     missing=kinds.count("missing"),
                     extra=kinds.count("extra"),
                     changed=kinds.count("changed"),
@@ -150,11 +182,72 @@ def verify_user(
                     dates=kinds.count("date"),
                 )
             )
-    listed = {f.dest_folder for f in folders} - set(seals)
+    compared = {f.dest_folder for f in folders} - set(seals) - still_sealed
     journal.record_verification(
-        tenant, key, proofs=proofs, seals=seals, unsealed=sorted(listed & set(sealed))
+        tenant,
+        key,
+        proofs=proofs,
+        seals=seals,
+        unsealed=sorted(compared & set(sealed)),
+        sigs=sigs,
     )
     return VerifyResult(key, tuple(folders), tuple(diffs))
+
+
+@dataclass(frozen=True)
+class _ChangedPart:
+    """What of a sealed folder must be compared again (see :func:`_changed_part`)."""
+
+    row_ids: frozenset[int]  # the rows to compare
+    dest_ids: frozenset[str]  # the destination messages to read for them
+    quiet: frozenset[str]  # destination ids of the rows left out: unchanged on both sides
+    added: frozenset[str]  # ids the destination added since the seal
+    kept: int  # messages of the sealed state, all still there
+
+    def accounts_for(self, held: Sequence[DestinationMessage]) -> bool:
+        """Every message of the sealed state is a quiet one or one just read: no message the
+        ledger no longer names can hide among those left unread."""
+        earlier = {m.id for m in held if m.id not in self.added}
+        return len(self.quiet) + len(earlier) == self.kept
+
+
+def _changed_part(
+    dest: Destination,
+    dest_folder: str,
+    seal: FolderSeal,
+    state: str,
+    light: Sequence[SealRow],
+    now_sigs: dict[int, str],
+) -> _ChangedPart | None:
+    """A sealed folder whose state moved on: compare only what changed since the seal.
+
+    A row still carrying the digest its folder's seal found equal (``sig``), proven, whose
+    destination message is neither new nor among those whose flags changed since the seal,
+    is the same on both sides as when the seal found it equal: it is left out. Everything
+    else is compared, with the destination messages added since. None (list the folder)
+    when the destination cannot say what changed or the rows do not name one message each.
+    """
+    delta = dest.changes(dest_folder, seal.dest_state, state)
+    if delta is None:
+        return None
+    uids = [r.dest_uid for r in light]
+    if None in uids or len(set(uids)) != len(uids):
+        return None
+    same = [r for r in light if r.proven and r.sig is not None and r.sig == now_sigs[r.id]]
+    if any(r.dest_uid in delta.added for r in same):
+        return None
+    quiet = frozenset(
+        r.dest_uid for r in same if r.dest_uid is not None and r.dest_uid not in delta.flags_changed
+    )
+    compare = [r for r in light if r.dest_uid not in quiet]
+    read = {r.dest_uid for r in compare if r.dest_uid is not None}
+    return _ChangedPart(
+        row_ids=frozenset(r.id for r in compare),
+        dest_ids=frozenset(read | delta.flags_changed | delta.added),
+        quiet=quiet,
+        added=delta.added,
+        kept=delta.kept,
+    )
 
 
 def _loaded_by_folder(journal: Journal, tenant: str, key: str) -> dict[str, list[LedgerEntry]]:
@@ -170,16 +263,23 @@ def rows_digest(rows: Sequence[SealRow], mapper: FlagMapper) -> str:
     message, new flags, another mapping of them) gives another digest. The rows' proofs are
     left out (this verify records them after the digest is taken): :func:`_unchanged` asks
     for them apart."""
+    return _digest_and_sigs(rows, mapper)[0]
+
+
+def _digest_and_sigs(rows: Sequence[SealRow], mapper: FlagMapper) -> tuple[str, dict[int, str]]:
+    """:func:`rows_digest`, and per row id a short digest of the same values (what the row's
+    ``verified_sig`` is compared with)."""
     h = hashlib.sha256()
+    sigs: dict[int, str] = {}
     mapped: dict[frozenset[str], str] = {}
     for r in sorted(rows, key=lambda r: r.id):
         flags = mapped.get(r.flags)
         if flags is None:
             flags = mapped[r.flags] = " ".join(sorted(comparable(mapper(r.flags))))
-        h.update(
-            f"{r.id}\t{r.dest_uid}\t{r.sha256}\t{r.size}\t{flags}\t{r.internaldate_s}\n".encode()
-        )
-    return h.hexdigest()
+        line = f"{r.id}\t{r.dest_uid}\t{r.sha256}\t{r.size}\t{flags}\t{r.internaldate_s}\n".encode()
+        h.update(line)
+        sigs[r.id] = hashlib.sha256(line).hexdigest()[:20]
+    return h.hexdigest(), sigs
 
 
 def _unchanged(seal: FolderSeal | None, state: str, digest: str, rows: Sequence[SealRow]) -> bool:
@@ -254,12 +354,16 @@ def compare_folder(
     user_key: str,
     *,
     proofs: dict[int, str | None] | None = None,
+    same_id: set[int] | None = None,
 ) -> list[Difference]:
     """The differences of one folder (see the module docstring). ``proofs`` receives, per
-    row id whose proof changes, the generation its bytes were proved in (None: unproven)."""
+    row id whose proof changes, the generation its bytes were proved in (None: unproven);
+    ``same_id`` the ids of the rows matched to the destination message their row names."""
     pairs, missing, extra = _pair(rows, list(held))
     if proofs is not None:
         _record_proofs(pairs, missing, proofs)
+    if same_id is not None:
+        same_id.update(e.id for e, m in pairs if e.id is not None and m.id == e.dest_uid)
     out = [
         Difference("missing", dest_folder, e.folder, e.uid, e.dest_uid, "not in the destination")
         for e in missing

@@ -48,6 +48,17 @@ class Proven:
 
 
 @dataclass(frozen=True)
+class FolderDelta:
+    """What changed in a folder between two of its states when every message of the earlier
+    one is still there (:meth:`Destination.changes`): the ids added since, the ids among the
+    earlier messages whose flags changed, and how many earlier messages there are."""
+
+    added: frozenset[str]
+    flags_changed: frozenset[str]
+    kept: int
+
+
+@dataclass(frozen=True)
 class AppendItem:
     """One message to append: bytes untouched, flags already mapped, an aware date."""
 
@@ -120,11 +131,16 @@ class Destination(Protocol):
         ...
 
     def messages(
-        self, folder: str, *, proven: Proven | None = None
+        self,
+        folder: str,
+        *,
+        proven: Proven | None = None,
+        ids: Collection[str] | None = None,
     ) -> Iterator[DestinationMessage]:
-        """Every message of ``folder`` with its size, hash where kept, flags, date and the
-        folder's generation. The bytes of ``proven`` ids may be left unread (``sha256`` and
-        ``message_id`` None) when the folder's generation is still ``proven.generation``."""
+        """Every message of ``folder`` (with ``ids``: those of them that exist) with its size,
+        hash where kept, flags, date and the folder's generation. The bytes of ``proven`` ids
+        may be left unread (``sha256`` and ``message_id`` None) when the folder's generation
+        is still ``proven.generation``."""
         ...
 
     def folder_state(self, folder: str) -> str | None:
@@ -132,6 +148,13 @@ class Destination(Protocol):
         message added or removed, flags changed), or None where the sink cannot promise that
         (verify then lists the folder). IMAP with CONDSTORE: UIDVALIDITY, UIDNEXT, MESSAGES
         and HIGHESTMODSEQ (RFC 7162: every flag change and expunge raises HIGHESTMODSEQ)."""
+        ...
+
+    def changes(self, folder: str, since: str, now: str) -> FolderDelta | None:
+        """What changed in ``folder`` from its state ``since`` to its state ``now`` (two
+        :meth:`folder_state` tokens), or None when the sink cannot tell exactly: a message of
+        ``since`` is gone, the generation is another, or the sink keeps no such history.
+        Verify then lists the whole folder."""
         ...
 
     def settle(self, folders: Collection[str]) -> None:

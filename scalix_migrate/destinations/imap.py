@@ -52,12 +52,14 @@ from scalix_migrate.destinations.base import (
     AppendItem,
     AppendResult,
     DestinationMessage,
+    FolderDelta,
     Layout,
     Proven,
     not_there,
 )
 from scalix_migrate.errors import ItemError, TransientError, UserError
 from scalix_migrate.imapfetch import fetch as imap_fetch
+from scalix_migrate.imapfetch import parse_fetch
 from scalix_migrate.message_identity import fingerprint_of, message_id_of
 from scalix_migrate.netfaults import (
     classify,
@@ -509,6 +511,56 @@ class ImapDestination:
 
         return self._retrying("STATUS", status, folder=folder)
 
+    def changes(self, folder: str, since: str, now: str) -> FolderDelta | None:
+        """From two STATUS tokens of one UIDVALIDITY: the UIDs at or above the earlier UIDNEXT
+        (added), the earlier UIDs whose MODSEQ passed the earlier HIGHESTMODSEQ (RFC 7162
+        ``CHANGEDSINCE``: flags changed), and a count that shows whether an earlier message
+        went away (no UID below the earlier UIDNEXT can be added, so every earlier message
+        is still there exactly when EXISTS less the added ones is the earlier MESSAGES)."""
+        old, new = _status_of(since), _status_of(now)
+        if not self.condstore or old is None or new is None:
+            return None
+        if old["UIDVALIDITY"] != new["UIDVALIDITY"]:
+            return None
+        uidnext, modseq = old["UIDNEXT"], old["HIGHESTMODSEQ"]
+
+        def ask(c: IMAPClient) -> tuple[int, list[int], set[int]]:
+            selected = c.select_folder(folder, readonly=True)
+            self._selected = None
+            if int(selected.get(b"UIDVALIDITY", -1)) != old["UIDVALIDITY"]:
+                return -1, [], set()
+            exists = int(selected.get(b"EXISTS", 0))
+            # "n:*" also names the highest UID when it is below n: keep those >= n.
+            added = [u for u in c.search(["UID", f"{uidnext}:*"]) if u >= uidnext]
+            changed = self._changed_uids(c, uidnext - 1, modseq) if uidnext > 1 else set()
+            return exists, added, changed
+
+        exists, added, changed = self._retrying("FETCH", ask, folder=folder)
+        kept = exists - len(added)
+        if exists < 0 or kept != old["MESSAGES"]:
+            return None  # a message of the earlier state is gone (or the folder is another)
+        return FolderDelta(
+            added=frozenset(str(u) for u in added),
+            flags_changed=frozenset(str(u) for u in changed),
+            kept=kept,
+        )
+
+    @staticmethod
+    def _changed_uids(c: IMAPClient, up_to_uid: int, modseq: int) -> set[int]:
+        """UIDs <= ``up_to_uid`` whose MODSEQ is above ``modseq`` (a range, not a UID list:
+        the command stays short however large the folder)."""
+        imap = c._imap
+        tag = imap._command(
+            "UID", "FETCH", f"1:{up_to_uid}", "(UID FLAGS)", f"(CHANGEDSINCE {modseq})"
+        )
+        typ, data = imap._command_complete("FETCH", tag)
+        c._checkok("fetch", typ, data)
+        typ, data = imap._untagged_response(typ, data, "FETCH")
+        response = parse_fetch(data, False, False)  # by sequence number; UID inside
+        return {
+            int(v[b"UID"]) for v in response.values() if b"UID" in v and int(v[b"UID"]) <= up_to_uid
+        }
+
     def settle(self, folders: Collection[str]) -> None:
         """Wait until the folders' UIDNEXT has not moved for ``SETTLE_QUIET_S`` (at most
         ``SETTLE_MAX_S``): a server finishing the APPEND of a connection that died (ours, a
@@ -569,12 +621,18 @@ class ImapDestination:
         return self._retrying("SEARCH", search, folder=folder)
 
     def messages(
-        self, folder: str, *, proven: Proven | None = None
+        self,
+        folder: str,
+        *,
+        proven: Proven | None = None,
+        ids: Collection[str] | None = None,
     ) -> Iterator[DestinationMessage]:
         def meta(c: IMAPClient) -> tuple[str, dict[int, dict[bytes, Any]]]:
             selected = c.select_folder(folder, readonly=True)
             self._selected = None
-            uids = c.search("ALL")
+            # With ``ids``: a UID that does not exist is simply not answered.
+            wanted = None if ids is None else sorted(int(i) for i in ids if i.isdigit())
+            uids = c.search("ALL") if wanted is None else wanted
             out: dict[int, dict[bytes, Any]] = {}
             for i in range(0, len(uids), 500):
                 out.update(
@@ -630,6 +688,16 @@ class ImapDestination:
             message_id=message_id_of(body) if body is not None else None,
             generation=generation,
         )
+
+
+def _status_of(token: str) -> dict[str, int] | None:
+    """The numbers of a :meth:`ImapDestination.folder_state` token, or None if it is not one."""
+    try:
+        got = {k: int(v) for k, v in (part.split("=", 1) for part in token.split())}
+    except ValueError:
+        return None
+    wanted = ("UIDVALIDITY", "UIDNEXT", "MESSAGES", "HIGHESTMODSEQ")
+    return got if all(k in got for k in wanted) else None
 
 
 def _short(exc: BaseException) -> str:

@@ -31,6 +31,7 @@ from scalix_migrate.destinations.base import (
     AppendItem,
     AppendResult,
     DestinationMessage,
+    FolderDelta,
     Layout,
     Proven,
     not_there,
@@ -268,11 +269,19 @@ class MaildirDestination:
         # token the listing could trust; listing a local folder is cheap.
         return None
 
+    def changes(self, folder: str, since: str, now: str) -> FolderDelta | None:
+        del folder, since, now  # no folder state, so never asked
+        return None
+
     def settle(self, folders: Collection[str]) -> None:
         del folders  # written by this process only: nothing can still be arriving
 
     def messages(
-        self, folder: str, *, proven: Proven | None = None
+        self,
+        folder: str,
+        *,
+        proven: Proven | None = None,
+        ids: Collection[str] | None = None,
     ) -> Iterator[DestinationMessage]:
         keywords = self._keywords(folder)
         # A Maildir file is never rewritten under its unique name; the folder directory's
@@ -280,7 +289,10 @@ class MaildirDestination:
         base = self._dir(folder).stat()
         generation = f"{base.st_dev}:{base.st_ino}"
         skip = proven.ids if proven is not None and proven.generation == generation else ()
+        wanted = None if ids is None else set(ids)
         for ident, path in sorted(self._files(folder).items()):
+            if wanted is not None and ident not in wanted:
+                continue
             data = None if ident in skip else path.read_bytes()
             info = path.name.split(":2,")[1] if ":2," in path.name else ""
             flags = {_FLAGS[c] for c in info if c in _FLAGS}

@@ -34,6 +34,7 @@ from scalix_migrate.destinations.base import (
     AppendItem,
     AppendResult,
     DestinationMessage,
+    FolderDelta,
     Layout,
     Proven,
     not_there,
@@ -243,17 +244,28 @@ class MboxDestination:
         # The file can be rewritten in place (mboxrd): every verify reads it.
         return None
 
+    def changes(self, folder: str, since: str, now: str) -> FolderDelta | None:
+        del folder, since, now  # no folder state, so never asked
+        return None
+
     def settle(self, folders: Collection[str]) -> None:
         del folders  # written by this process only: nothing can still be arriving
 
     def messages(
-        self, folder: str, *, proven: Proven | None = None
+        self,
+        folder: str,
+        *,
+        proven: Proven | None = None,
+        ids: Collection[str] | None = None,
     ) -> Iterator[DestinationMessage]:
         # An mbox file can be rewritten in place: nothing is taken as proven (no generation).
         del proven
         entries = self._load(folder)
+        wanted = None if ids is None else set(ids)
         with open(self._path(folder), "rb") as fh:
             for e in entries:
+                if wanted is not None and str(e["id"]) not in wanted:
+                    continue
                 fh.seek(e["start"])
                 data = unescape(fh.read(e["length"]))
                 yield DestinationMessage(

@@ -112,6 +112,7 @@ def _use_wal(cur: Any) -> None:
 _NEWER_COLUMNS = [
     ("messages", "dest_flags", "TEXT"),
     ("messages", "verified_gen", "TEXT"),
+    ("messages", "verified_sig", "TEXT"),
     ("folders", "modseq", "TEXT"),
     ("users", "retries", "INTEGER NOT NULL DEFAULT 0"),
     ("users", "reconnects", "INTEGER NOT NULL DEFAULT 0"),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -340,6 +340,16 @@ class LedgerJournal(JournalBase):
             rows = conn.execute(q).all()
         for r in rows:
             yield _entry(r._mapping)
+
+    def entries_with_ids(self, ids: Collection[int]) -> list[LedgerEntry]:
+        """The ledger rows with these ids (any user), in id order."""
+        wanted = sorted(ids)
+        out: list[LedgerEntry] = []
+        with self.engine.connect() as conn:
+            for i in range(0, len(wanted), 500):  # well under any backend's parameter cap
+                q = sa.select(messages).where(messages.c.id.in_(wanted[i : i + 500]))
+                out += [_entry(r._mapping) for r in conn.execute(q.order_by(messages.c.id))]
+        return out
 
     def set_load_state(
         self,

@@ -110,3 +110,4 @@ class SealRow(NamedTuple):
     flags: frozenset[str]
     internaldate_s: int  # INTERNALDATE, whole seconds since the epoch
     proven: bool  # verified_gen is set: the bytes were read back once
+    sig: str | None = None  # verified_sig: what its folder's last seal found equal

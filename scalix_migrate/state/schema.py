@@ -110,6 +110,11 @@ messages = sa.Table(
     sa.Column("dest_flags", sa.Text),  # JSON list: the flags the destination was given
     # The destination folder generation at which verify proved the bytes (verify.py).
     sa.Column("verified_gen", sa.Text),
+    # What verify found equal at the destination, as a short digest of the row's compared
+    # values and its destination id, set when its folder was sealed (verify.py): a row whose
+    # digest still matches is unchanged since, and a sealed folder's later verify compares
+    # only the rows and messages that changed.
+    sa.Column("verified_sig", sa.Text),
     sa.Column("error_code", sa.String(16)),
     sa.Column("error_detail", sa.Text),
     sa.Column("updated_at", sa.DateTime(timezone=True)),

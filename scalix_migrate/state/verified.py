@@ -4,6 +4,7 @@ destination folder, the seal of a comparison that found nothing (see verify.py).
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -32,7 +33,7 @@ class VerifiedJournal(JournalBase):
         m = messages
         q = (
             sa.select(m.c.id, m.c.dest_folder, m.c.dest_uid, m.c.sha256, m.c.size, m.c.flags,
-                      m.c.internaldate, m.c.verified_gen)
+                      m.c.internaldate, m.c.verified_gen, m.c.verified_sig)
             .where(
                 m.c.tenant == tenant,
                 m.c.user_key == user_key,
@@ -53,7 +54,7 @@ class VerifiedJournal(JournalBase):
             assert when is not None  # a loaded row has its INTERNALDATE
             out.setdefault(r.dest_folder, []).append(
                 SealRow(int(r.id), r.dest_uid, r.sha256, int(r.size), flags,
-                        int(when.timestamp()), r.verified_gen is not None)
+                        int(when.timestamp()), r.verified_gen is not None, r.verified_sig)
             )  # fmt: skip
         return out
 
@@ -65,22 +66,40 @@ class VerifiedJournal(JournalBase):
         proofs: Mapping[int, str | None],
         seals: Mapping[str, FolderSeal],
         unsealed: Collection[str],
+        sigs: Mapping[int, str | None] | None = None,
     ) -> None:
         """In one transaction: per row id the generation its bytes were proved in (None: no
-        longer proven), the new seals, and the end of the seals of ``unsealed`` folders.
+        longer proven) and what its folder's seal found equal (``sigs``), the new seals, and
+        the end of the seals of ``unsealed`` folders.
 
         One transaction, so a seal never stands without the row proofs it was made with."""
-        if not (proofs or seals or unsealed):
+        sigs = sigs or {}
+        if not (proofs or seals or unsealed or sigs):
             return
         t = verified_folders
+        m = messages
+        both = proofs.keys() & sigs.keys()
+        updates: list[tuple[dict[str, Any], list[dict[str, Any]]]] = [
+            (
+                {"verified_gen": sa.bindparam("gen"), "verified_sig": sa.bindparam("sig")},
+                [{"row_id": i, "gen": proofs[i], "sig": sigs[i]} for i in both],
+            ),
+            (
+                {"verified_gen": sa.bindparam("gen")},
+                [{"row_id": i, "gen": g} for i, g in proofs.items() if i not in both],
+            ),
+            (
+                {"verified_sig": sa.bindparam("sig")},
+                [{"row_id": i, "sig": s} for i, s in sigs.items() if i not in both],
+            ),
+        ]
         with self.engine.begin() as conn:
-            if proofs:
-                conn.execute(
-                    messages.update()
-                    .where(messages.c.id == sa.bindparam("row_id"))
-                    .values(verified_gen=sa.bindparam("gen")),
-                    [{"row_id": i, "gen": g} for i, g in proofs.items()],
-                )
+            for values, params in updates:
+                if params:
+                    conn.execute(
+                        m.update().where(m.c.id == sa.bindparam("row_id")).values(**values),
+                        params,
+                    )
             gone = set(unsealed) | set(seals)
             if gone:
                 conn.execute(
