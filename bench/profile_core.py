@@ -6,7 +6,8 @@ Starts the real test bed (Dovecot as Scalix -> Dovecot), seeds ``--users`` users
 again (the rerun). Prints seconds per step; with ``--pyinstrument FILE`` the first pass runs
 under pyinstrument and its text profile is written to ``FILE`` (``--rerun-profile FILE``
 likewise for the rerun, ``--delta-profile FILE`` for a third pass after 1 % new messages and
-``\\Flagged`` on ~2 % of each INBOX at the source, as ``compare_peers.py``'s delta)::
+``\\Flagged`` on ~2 % of each INBOX at the source, as ``compare_peers.py``'s delta;
+``--memray FILE`` records the first pass's heap with memray, for ``memray stats``)::
 
     .venv/bin/python bench/profile_core.py --users 2 --messages 1000 --pyinstrument /tmp/p.txt
 """
@@ -59,7 +60,15 @@ def one_pass(cfg: Any, users: list[ScalixUser], serial: bool) -> dict[str, float
     return spent
 
 
-def profiled(cfg: Any, users: list[ScalixUser], out: Path | None, serial: bool) -> dict[str, float]:
+def profiled(
+    cfg: Any, users: list[ScalixUser], out: Path | None, serial: bool, memray: Path | None = None
+) -> dict[str, float]:
+    if memray is not None:  # the heap of this pass alone (seeding is done and freed)
+        import memray as memray_lib
+
+        memray.unlink(missing_ok=True)
+        with memray_lib.Tracker(str(memray)):
+            return one_pass(cfg, users, serial)
     if out is None:
         return one_pass(cfg, users, serial)
     from pyinstrument import Profiler
@@ -81,6 +90,9 @@ def main() -> None:
     parser.add_argument("--pyinstrument", type=Path, default=None)
     parser.add_argument("--rerun-profile", type=Path, default=None)
     parser.add_argument("--delta-profile", type=Path, default=None)
+    parser.add_argument(
+        "--memray", type=Path, default=None, help="record the first pass's heap (memray)"
+    )
     parser.add_argument("--serial", action="store_true", help="load after extract, not with it")
     args = parser.parse_args()
     if not (1 <= args.users <= 50 and 1 <= args.messages <= 20000):
@@ -100,7 +112,7 @@ def main() -> None:
             },
         )
         c0, t0 = time.process_time(), time.perf_counter()
-        first = profiled(cfg, users, args.pyinstrument, args.serial)
+        first = profiled(cfg, users, args.pyinstrument, args.serial, args.memray)
         c1, t1 = time.process_time(), time.perf_counter()
         rerun = profiled(cfg, users, args.rerun_profile, args.serial)
         c2, t2 = time.process_time(), time.perf_counter()

@@ -3,7 +3,7 @@
 Starts the test bed and a ``prefect server`` (SQLite, its own home), seeds ``--users`` users,
 then runs ``migrate_tenant`` twice (the full run and the rerun) in this process, each under
 pyinstrument when ``--profile DIR`` is given (``DIR/first.txt``, ``DIR/rerun.txt``), and
-prints each run's wall time::
+prints each run's wall time (``--memray FILE``: the first run's heap, for ``memray stats``)::
 
     .venv/bin/python bench/profile_flow.py --users 3 --messages 200 --profile /tmp/flowprof
 """
@@ -27,7 +27,13 @@ for extra in (REPO, REPO / "bench"):
 from compare_peers import seed, start_prefect_server  # noqa: E402
 
 
-def timed_run(cfg: Any, out: Path | None) -> float:
+def timed_run(cfg: Any, out: Path | None, memray: Path | None = None) -> float:
+    if memray is not None:  # the heap of the whole run, Prefect's imports included
+        import memray as memray_lib
+
+        memray.unlink(missing_ok=True)
+        with memray_lib.Tracker(str(memray)):
+            return timed_run(cfg, out)
     from scalix_migrate.flowrun import run_flow
 
     profiler = None
@@ -51,6 +57,7 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=3)
     parser.add_argument("--messages", type=int, default=200)
     parser.add_argument("--profile", type=Path, default=None)
+    parser.add_argument("--memray", type=Path, default=None, help="record the first run's heap")
     args = parser.parse_args()
     if not (1 <= args.users <= 50 and 1 <= args.messages <= 20000):
         parser.error("--users 1..50, --messages 1..20000")
@@ -78,7 +85,9 @@ def main() -> None:
             )
             if args.profile is not None:
                 args.profile.mkdir(parents=True, exist_ok=True)
-            first = timed_run(cfg, args.profile / "first.txt" if args.profile else None)
+            first = timed_run(
+                cfg, args.profile / "first.txt" if args.profile else None, args.memray
+            )
             rerun = timed_run(cfg, args.profile / "rerun.txt" if args.profile else None)
             print(f"first {first:.2f} s, rerun {rerun:.2f} s ({100 * rerun / first:.0f} %)")
     finally:

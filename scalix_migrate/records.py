@@ -116,7 +116,7 @@ class LoadState(StrEnum):
     superseded = "superseded"  # an old-UIDVALIDITY row replaced by its re-planned twin
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a verify holds a folder's worth of these
 class LedgerEntry:
     """One source message in the journal, keyed by (folder, UIDVALIDITY, UID)."""
 

@@ -112,12 +112,12 @@ def verify_user(
     tenant, key = cfg.tenant, user.key
     store = StagingStore(cfg.options.staging_dir, tenant, key)
     # The seals' view of the rows first (light tuples); whole entries only for the folders
-    # whose seal does not hold: a rerun of a finished user reads no LedgerEntry at all.
+    # whose seal does not hold (or for the rows that changed): a rerun of a finished user
+    # reads no LedgerEntry at all.
     sealing = journal.seal_rows(tenant, key)
     names = set(sealing) | {
         r.dest_folder for r in journal.folder_rows(tenant, key) if r.dest_folder
     }
-    entries: dict[str, list[LedgerEntry]] | None = None
     folders: list[FolderVerification] = []
     diffs: list[Difference] = []
     proofs: dict[int, str | None] = {}
@@ -148,9 +148,10 @@ def verify_user(
                 if not part.accounts_for(held):
                     part = None  # a message of the sealed state is not known: list them all
             if part is None:
-                if entries is None:
-                    entries = _loaded_by_folder(journal, tenant, key)
-                rows = entries.get(dest_folder, [])
+                # One folder's entries at a time: a verify's memory is its largest folder's.
+                rows = list(
+                    journal.entries(tenant, key, states=[LoadState.loaded], dest_folder=dest_folder)
+                )
                 held = (
                     list(dest.messages(dest_folder, proven=_proven(rows)))
                     if dest_folder in present
@@ -248,14 +249,6 @@ def _changed_part(
         added=delta.added,
         kept=delta.kept,
     )
-
-
-def _loaded_by_folder(journal: Journal, tenant: str, key: str) -> dict[str, list[LedgerEntry]]:
-    out: dict[str, list[LedgerEntry]] = defaultdict(list)
-    for e in journal.entries(tenant, key, states=[LoadState.loaded]):
-        if e.dest_folder is not None:
-            out[e.dest_folder].append(e)
-    return out
 
 
 def rows_digest(rows: Sequence[SealRow], mapper: FlagMapper) -> str:

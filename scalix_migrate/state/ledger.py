@@ -328,18 +328,24 @@ class LedgerJournal(JournalBase):
         *,
         states: Sequence[LoadState] | None = None,
         folder: str | None = None,
+        dest_folder: str | None = None,
     ) -> Iterator[LedgerEntry]:
-        """Ledger rows of a user in (folder, uid) order, optionally filtered by load state."""
+        """Ledger rows of a user in (folder, uid) order, optionally filtered by load state,
+        source folder or destination folder."""
         q = sa.select(messages).where(messages.c.tenant == tenant, messages.c.user_key == user_key)
         if states is not None:
             q = q.where(messages.c.load_state.in_([s.value for s in states]))
         if folder is not None:
             q = q.where(messages.c.folder == folder)
+        if dest_folder is not None:
+            q = q.where(messages.c.dest_folder == dest_folder)
         q = q.order_by(messages.c.folder, messages.c.uidvalidity, messages.c.uid)
+        # Read in chunks and built into entries as they come: the database rows of a large
+        # mailbox are not all held beside their entries. Yielded after the connection is
+        # back in the pool, so a caller may write to the journal between entries.
         with self.engine.connect() as conn:
-            rows = conn.execute(q).all()
-        for r in rows:
-            yield _entry(r._mapping)
+            entries = [_entry(r._mapping) for r in conn.execute(q).yield_per(500)]
+        yield from entries
 
     def entries_with_ids(self, ids: Collection[int]) -> list[LedgerEntry]:
         """The ledger rows with these ids (any user), in id order."""

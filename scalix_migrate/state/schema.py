@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import socket
@@ -223,7 +224,10 @@ def flags_to_text(flags: Iterable[str]) -> str:
     return json.dumps(sorted(flags))
 
 
+@functools.lru_cache(maxsize=4096)
 def flags_from_text(text: str) -> frozenset[str]:
+    """The flags of a stored flag text. Cached: a mailbox has few distinct flag sets, and
+    rows read together then share one frozenset instead of holding one each."""
     return frozenset(json.loads(text))
 
 
