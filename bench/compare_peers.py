@@ -420,8 +420,6 @@ def sxm_worker(config: str, users_file: str, at_once: str) -> None:
     from scalix_migrate.transfer import transfer_user
     from scalix_migrate.verify import verify_user
 
-    if os.environ.get("BENCH_SWITCH_INTERVAL"):  # an experiment's knob: the GIL's hand-off
-        sys.setswitchinterval(float(os.environ["BENCH_SWITCH_INTERVAL"]))
     cfg = load_config(Path(config))
     users = [
         ScalixUser(**{**d, "addresses": tuple(d["addresses"])})
