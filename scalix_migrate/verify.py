@@ -251,17 +251,12 @@ def _changed_part(
     )
 
 
-def rows_digest(rows: Sequence[SealRow], mapper: FlagMapper) -> str:
-    """A digest of what verify compares of ``rows``: a change to any row (a new or re-appended
-    message, new flags, another mapping of them) gives another digest. The rows' proofs are
-    left out (this verify records them after the digest is taken): :func:`_unchanged` asks
-    for them apart."""
-    return _digest_and_sigs(rows, mapper)[0]
-
-
 def _digest_and_sigs(rows: Sequence[SealRow], mapper: FlagMapper) -> tuple[str, dict[int, str]]:
-    """:func:`rows_digest`, and per row id a short digest of the same values (what the row's
-    ``verified_sig`` is compared with)."""
+    """A digest of what verify compares of ``rows`` (a change to any row, a new or
+    re-appended message, new flags, another mapping of them, gives another digest), and per
+    row id a short digest of the same values (what the row's ``verified_sig`` is compared
+    with). The rows' proofs are left out (this verify records them after the digest is
+    taken): :func:`_unchanged` asks for them apart."""
     h = hashlib.sha256()
     sigs: dict[int, str] = {}
     mapped: dict[frozenset[str], str] = {}
