@@ -344,6 +344,8 @@ class _Committer:
             work = [i for i in items if i is not None]
             if self._error is None:  # else drain: nothing after a failed batch is recorded
                 self._commit(work)
+            else:
+                _discard(work)
             if ending:
                 return
 
@@ -352,6 +354,7 @@ class _Committer:
             sync_batches([i.files for i in work if isinstance(i, _Commit)])
         except BaseException as exc:  # raised in the extract thread
             self._error = exc
+            _discard(work)
             return
         for item in work:
             try:
@@ -377,6 +380,13 @@ class _Committer:
                 except LoadStopped as exc:
                     self._error = exc
                     return
+
+
+def _discard(work: list[_Commit | _FolderDone]) -> None:
+    """Remove the temp packs of batches that will not be recorded (nothing refers to them)."""
+    for item in work:
+        if isinstance(item, _Commit):
+            item.files.discard()
 
 
 @dataclass(frozen=True)
@@ -549,6 +559,25 @@ class _FolderRun:
         for batch in self.mbox.fetch(folder, to_fetch):
             fetched.update((r.uid, r) for r in batch)
         files = StagingBatch(self.store)
+        try:
+            self._stage_segment(folder, cursor, segment, fetched, files, entries, errors)
+            # The committer syncs the pack and only then records the batch: the journal
+            # never points at bytes a crash can lose, and the next FETCH runs meanwhile.
+            self.committer.submit(files, cursor, entries, max(i.uid for i in segment), errors)
+        except BaseException:
+            files.discard()  # not handed to the committer: nothing will refer to it
+            raise
+
+    def _stage_segment(
+        self,
+        folder: SourceFolder,
+        cursor: FolderCursor,
+        segment: list[MessageInfo],
+        fetched: dict[int, FetchedMessage | FetchFailure],
+        files: StagingBatch,
+        entries: list[LedgerEntry],
+        errors: dict[int, tuple[str | None, str]],
+    ) -> None:
         for info in segment:
             result = fetched.get(info.uid)
             if isinstance(result, FetchedMessage):
@@ -566,9 +595,6 @@ class _FolderRun:
             errors[info.uid] = (code, detail)
             if code is not None:
                 self.tally.problems.append(ItemProblem(folder.name, info.uid, code, detail))
-        # The committer syncs the files and only then records the batch: the journal never
-        # points at bytes a crash can lose, and the next FETCH runs meanwhile.
-        self.committer.submit(files, cursor, entries, max(i.uid for i in segment), errors)
 
     def _unstaged(
         self, folder: SourceFolder, cursor: FolderCursor, info: MessageInfo, state: LoadState

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -526,17 +527,22 @@ def test_recovered_message_loaded_before_a_replan_is_not_loaded_again(
 # --- per-batch durability of the staging store -----------------------------------------------
 
 
-def test_batch_files_and_directories_are_synced_before_the_journal_commit(
+def test_each_batch_pack_is_synced_renamed_and_its_directory_synced_before_the_journal_commit(
     tmp_path: Path, journal: Journal, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     events: list[tuple[str, Any]] = []
-    real_fsync = staging._fsync
+    real_fsync, real_replace = staging._fsync, os.replace
 
     def spy_fsync(path: str) -> None:
         events.append(("fsync", path))
         real_fsync(path)
 
+    def spy_replace(src: Any, dst: Any) -> None:
+        events.append(("rename", (str(src), str(dst))))
+        real_replace(src, dst)
+
     monkeypatch.setattr(staging, "_fsync", spy_fsync)
+    monkeypatch.setattr(os, "replace", spy_replace)
     original = journal.record_batch
 
     def spy_record(*a: Any, **kw: Any) -> Any:
@@ -555,22 +561,30 @@ def test_batch_files_and_directories_are_synced_before_the_journal_commit(
     assert len(records) == 3
     for at in records:
         # Batches waiting together are synced in one round, then recorded one by one: each
-        # row's file (and its directories) synced at some point before the row is recorded.
-        synced = {Path(p) for kind, p in events[:at] if kind == "fsync"}
-        hashes = events[at][1]
-        for digest in hashes:
-            path = store.path_for(digest)
-            assert path in synced, "journal row recorded before its file was synced"
-            assert path.parent in synced, "the rename was not made durable"
+        # row's pack synced under its temp name, renamed, and the rename synced, before the
+        # row is recorded.
+        before = events[:at]
+        for digest in events[at][1]:
+            where = store._index.find(digest, rescan=True)
+            assert where is not None
+            final = f"{store.packs_dir}/{where.pack}"
+            renames = [i for i, (k, v) in enumerate(before) if k == "rename" and v[1] == final]
+            assert renames, "journal row recorded before its pack had its name"
+            tmp = before[renames[0]][1][0]
+            assert ("fsync", tmp) in before[: renames[0]], "renamed before its bytes were synced"
+            assert ("fsync", store.packs_dir) in before[renames[0] :], "rename not made durable"
+        synced = {Path(p) for kind, p in before if kind == "fsync"}
         assert {store.root, store.root.parent, store.base} <= synced
-    assert sum(1 for kind, p in events if kind == "fsync" and Path(p).is_file()) == 5
+    assert len(os.listdir(store.packs_dir)) == 3  # a pack per batch, no temp pack left
+    assert [store.get(mail_hash) for mail_hash in events[records[0]][1]] == [mail(0), mail(1)]
 
 
-def test_batch_syncs_nothing_on_error_and_resyncs_a_leftover_file(
+def test_a_failed_batch_leaves_nothing_and_a_retry_relies_on_no_unsynced_pack(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    synced: list[Path] = []
-    monkeypatch.setattr(staging, "_fsync", lambda p: synced.append(Path(p)))
+    synced: list[str] = []
+    real_fsync = staging._fsync
+    monkeypatch.setattr(staging, "_fsync", lambda p: (synced.append(p), real_fsync(p)))
     store = StagingStore(tmp_path / "staging", "acme", "kim")
     digest = ""
 
@@ -583,17 +597,26 @@ def test_batch_syncs_nothing_on_error_and_resyncs_a_leftover_file(
     with pytest.raises(RuntimeError):
         crashed_batch()
     assert synced == []
-    assert store.path_for(digest).read_bytes() == b"crashed batch"  # a cache leftover
-    assert not list(store.path_for(digest).parent.glob(".tmp-*"))
+    assert os.listdir(store.packs_dir) == []  # the temp pack is gone: nothing refers to it
+    assert not store.has(digest)
 
-    with store.batch() as batch:  # the retry finds the file and must still sync it
+    with store.batch() as batch:
         assert batch.put(b"crashed batch") == digest
-    assert store.path_for(digest) in synced
-    assert store.path_for(digest).parent in synced
+    assert store.get(digest) == b"crashed batch"
+    (pack,) = os.listdir(store.packs_dir)
+
+    # A later batch that finds the message already staged syncs that pack (and its
+    # directory) again: its writer may have died between its rename and its directory sync.
+    synced.clear()
+    with store.batch() as batch:
+        assert batch.put(b"crashed batch") == digest
+    assert f"{store.packs_dir}/{pack}" in synced
+    assert store.packs_dir in synced
+    assert len(os.listdir(store.packs_dir)) == 1  # stored once
 
     synced.clear()
     single = store.put(b"one message")
-    assert store.path_for(single) in synced
+    assert store.packs_dir in synced
     assert store.get(single) == b"one message"
 
 
