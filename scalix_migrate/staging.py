@@ -128,6 +128,12 @@ class _PackIndex:
             for digest, offset, length in entries:
                 self._where.setdefault(digest, _Location(pack, offset, length))
 
+    def forget(self, pack: str) -> None:
+        """Drop a pack that is gone (a cleared stage): its messages are staged again."""
+        with self._lock:
+            self._where = {d: w for d, w in self._where.items() if w.pack != pack}
+            self._seen.discard(pack)
+
     def _scan(self, *, first: bool) -> None:
         with self._lock:
             try:
@@ -301,8 +307,10 @@ class StagingBatch:
             return digest
         where = self.store._index.find(digest, rescan=False)
         if where is not None:
-            self._relied_on.add(where.pack)
-            return digest
+            if os.path.exists(f"{self.store.packs_dir}/{where.pack}"):
+                self._relied_on.add(where.pack)
+                return digest
+            self.store._index.forget(where.pack)  # the stage was cleared since: write anew
         if self._file is None:
             self._open()
         assert self._file is not None
@@ -320,6 +328,7 @@ class StagingBatch:
             fd = os.open(self._tmp, flags, FILE_MODE)
         except FileNotFoundError:  # the first batch of the user (or a cleared stage)
             private_dir(Path(packs))
+            self.store._chain_synced = False  # directories above may be new too
             fd = os.open(self._tmp, flags, FILE_MODE)
         self._file = os.fdopen(fd, "wb")
 

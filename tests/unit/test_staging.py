@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -35,6 +36,18 @@ def test_a_batch_is_one_pack_and_a_message_is_stored_once(tmp_path: Path) -> Non
     assert [store.get(h) for h in hashes] == bodies + bodies[:5]
     assert all(store.has(h) for h in hashes)
     assert not store.has(sha256_hex(b"never staged"))
+
+
+def test_a_stage_cleared_while_the_process_runs_is_written_anew(tmp_path: Path) -> None:
+    """The operator removed the user's stage; the store still knew its packs. A batch with
+    the same message must write it again, not rely on a pack that is gone."""
+    store = _store(tmp_path)
+    digest = store.put(b"staged before the stage was cleared")
+    shutil.rmtree(store.root)
+    with store.batch() as batch:
+        assert batch.put(b"staged before the stage was cleared") == digest
+    assert store.get(digest) == b"staged before the stage was cleared"
+    assert len(_packs(store)) == 1
 
 
 def test_a_pack_written_by_another_process_is_found(tmp_path: Path) -> None:
