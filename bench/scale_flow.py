@@ -166,6 +166,10 @@ def main() -> None:
         help="the prefect server's database (postgres: a private PostgreSQL, fsync off)",
     )  # fmt: skip
     parser.add_argument("--rerun", action="store_true", help="run the finished tenant again")
+    parser.add_argument(
+        "--memray", type=Path, metavar="DIR",
+        help="run the CLI under memray (its captures <DIR>/first-run.bin, rerun.bin)",
+    )  # fmt: skip
     args = parser.parse_args()
     if not (1 <= args.users <= 5000 and 0 <= args.few <= 50 and 0 <= args.heavy <= 20000):
         parser.error("--users 1..5000, --few 0..50, --heavy 0..20000")
@@ -178,6 +182,16 @@ def main() -> None:
             pg = stack.enter_context(running_postgres())
             database_url = pg.create_database("prefect").replace("+psycopg", "+asyncpg")
         run_tenant(args, database_url)
+
+
+def _under_memray(directory: Path | None, label: str, argv: list[str]) -> list[str]:
+    """``argv``, or ``argv`` run by memray into ``<directory>/<label>.bin`` (a fresh file)."""
+    if directory is None:
+        return argv
+    directory.mkdir(parents=True, exist_ok=True)
+    capture = directory / f"{label.replace(' ', '-')}.bin"
+    capture.unlink(missing_ok=True)
+    return [sys.executable, "-m", "memray", "run", "-q", "-o", str(capture), *argv]
 
 
 def run_tenant(args: argparse.Namespace, database_url: str | None) -> None:
@@ -222,7 +236,8 @@ def run_tenant(args: argparse.Namespace, database_url: str | None) -> None:
             for label in ["first run", *(["rerun"] if args.rerun else [])]:
                 with ApiWatch(api) as watch:
                     t0 = time.perf_counter()
-                    code, rss = spawn([cli, "run", str(path)], work / "run.log", env)
+                    code, rss = spawn(_under_memray(args.memray, label, [cli, "run", str(path)]),
+                                      work / "run.log", env)  # fmt: skip
                     wall = time.perf_counter() - t0
                 summary = api_summary(api, args.users)
                 cfg = load_config(path)

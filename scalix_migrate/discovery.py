@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import fnmatch
 import logging
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
@@ -85,20 +86,47 @@ def _identities(user: ScalixUser) -> set[str]:
 
 def matches(user: ScalixUser, pattern: str) -> bool:
     """Exact (case-insensitive) or fnmatch match against any of the user's identities."""
-    pat = pattern.strip().lower()
-    return any(fnmatch.fnmatchcase(i, pat) for i in _identities(user))
+    return bool(UserPatterns([pattern]).hits(user))
+
+
+class UserPatterns:
+    """Names, addresses or fnmatch patterns (case-insensitive), matched against users.
+
+    A pattern without a wildcard is looked up in a set: a config that lists its 5,000
+    users by address is matched in one pass over the users, not users x patterns fnmatch
+    calls (25 million for 5,000 users, ~80 s of discovery in the 5,000-user benchmark)."""
+
+    def __init__(self, patterns: Iterable[str]) -> None:
+        self.by_form: dict[str, list[str]] = {}  # pattern as matched -> patterns as written
+        for pattern in patterns:
+            self.by_form.setdefault(pattern.strip().lower(), []).append(pattern)
+        self.literals = {f for f in self.by_form if not _WILDCARD.search(f)}
+        self.globs = [f for f in self.by_form if f not in self.literals]
+
+    def hits(self, user: ScalixUser) -> list[str]:
+        """The patterns, as written, that match ``user`` (any of its identities)."""
+        ids = _identities(user)
+        forms = [f for f in ids if f in self.literals]
+        forms += [g for g in self.globs if any(fnmatch.fnmatchcase(i, g) for i in ids)]
+        return [p for f in forms for p in self.by_form[f]]
+
+
+_WILDCARD = re.compile(r"[*?\[]")
 
 
 def select_users(
     users: Iterable[ScalixUser], selection: Selection
 ) -> tuple[list[ScalixUser], list[str]]:
     """Apply include (empty = everyone) then exclude; also return includes that matched no one."""
-    users = list(users)
-    chosen = [
-        u for u in users if not selection.include or any(matches(u, p) for p in selection.include)
-    ]
-    chosen = [u for u in chosen if not any(matches(u, p) for p in selection.exclude)]
-    unmatched = [p for p in selection.include if not any(matches(u, p) for u in users)]
+    include, exclude = UserPatterns(selection.include), UserPatterns(selection.exclude)
+    chosen: list[ScalixUser] = []
+    matched: set[str] = set()
+    for u in users:
+        hits = include.hits(u)
+        matched.update(hits)
+        if (hits or not selection.include) and not exclude.hits(u):
+            chosen.append(u)
+    unmatched = [p for p in selection.include if p not in matched]
     return chosen, unmatched
 
 

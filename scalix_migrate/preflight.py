@@ -17,6 +17,7 @@ TLS verified or knowingly disabled; concurrency within Scalix's limits; the dest
 
 from __future__ import annotations
 
+import functools
 import logging
 import shlex
 from collections.abc import Collection, Iterable, Sequence
@@ -494,6 +495,15 @@ def user_findings(
     return out
 
 
+@functools.lru_cache(maxsize=4)
+def _first_spelling(patterns: tuple[str, ...]) -> dict[str, tuple[int, str]]:
+    """Lower-cased pattern -> (position, spelling) of its first occurrence in ``patterns``."""
+    first: dict[str, tuple[int, str]] = {}
+    for i, pattern in enumerate(patterns):
+        first.setdefault(pattern.lower(), (i, pattern))
+    return first
+
+
 def _export_identity(cfg: TenantConfig, user: ScalixUser, named: Sequence[str]) -> str | None:
     """The address the user is known by for export, when it is one of its addresses.
 
@@ -501,10 +511,13 @@ def _export_identity(cfg: TenantConfig, user: ScalixUser, named: Sequence[str]) 
     address of the user), or the address the operator named it by: in the run's users
     (``--user``, ``users=[…]``) or in ``options.users.include``.
     """
-    lowered = [a.lower() for a in user.addresses]
-    for pattern in [*named, *cfg.options.users.include]:
-        if pattern.lower() in lowered and matches(user, pattern):
-            return pattern
+    lowered = {a.lower() for a in user.addresses}
+    for patterns in (tuple(named), tuple(cfg.options.users.include)):
+        first = _first_spelling(patterns)  # per user: a set lookup, not a pass over patterns
+        candidates = sorted(first[a] for a in lowered if a in first)
+        for _, pattern in candidates:
+            if matches(user, pattern):
+                return pattern
     if user.auth_id and user.auth_id.lower() in lowered:
         return user.auth_id
     return None

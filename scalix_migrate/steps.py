@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from scalix_migrate import service
 from scalix_migrate.config import Phase, TenantConfig
-from scalix_migrate.discovery import Discovery, discover_users, matches
+from scalix_migrate.discovery import Discovery, UserPatterns, discover_users
 from scalix_migrate.errors import MigrationError, TransientError, UserError
 from scalix_migrate.extract import ExtractResult, extract_user
 from scalix_migrate.groupware_sync import GroupwareResult, require_verified, sync_user
@@ -73,8 +73,11 @@ def select_users(
     selected = list(discovered)
     unknown: list[str] = []
     if users:
-        unknown = [name for name in users if not any(matches(u, name) for u in selected)]
-        selected = [u for u in selected if any(matches(u, name) for name in users)]
+        wanted = UserPatterns(users)
+        hits = [(u, wanted.hits(u)) for u in selected]
+        found = {name for _, names in hits for name in names}
+        unknown = [name for name in users if name not in found]
+        selected = [u for u, names in hits if names]
     if only_failed:
         unfinished = rerun_candidates(cfg)
         selected = [u for u in selected if u.key in unfinished]

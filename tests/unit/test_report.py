@@ -222,3 +222,53 @@ def test_the_flow_and_the_cli_import_pandas_only_to_build_a_report() -> None:
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def _many_users(n: int) -> pd.DataFrame:
+    from scalix_migrate.report import USER_COLUMNS
+
+    rows = []
+    for i in range(n):
+        one = dict.fromkeys(USER_COLUMNS, 0)
+        one.update(user=f"u{i}@example.test", status="done", bytes=1000 * i, msg_per_s=i % 7)
+        rows.append(one)
+    return pd.DataFrame(rows, columns=USER_COLUMNS)
+
+
+def test_html_report_renders_a_large_tenant_table_by_table(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A Styler holds a dict per cell: 5,000 users in one table peaked at ~100 MB. Each
+    table has at most USERS_PER_TABLE rows, every user is shown once, and the bars are
+    scaled to the whole column, as in one table."""
+    import re
+
+    from pandas.io.formats.style import Styler
+
+    from scalix_migrate import report
+
+    users = _many_users(23)
+    one_table = report._html("t", users, pd.DataFrame(), "# t\n\nsummary")
+    rows_styled: list[int] = []
+    real_init = Styler.__init__
+
+    def counting_init(self: Styler, data: pd.DataFrame, *args: object, **kwargs: object) -> None:
+        rows_styled.append(len(data))
+        real_init(self, data, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Styler, "__init__", counting_init)
+    monkeypatch.setattr(report, "USERS_PER_TABLE", 5)
+    page = report._html("t", users, pd.DataFrame(), "# t\n\nsummary")
+
+    assert rows_styled
+    assert max(rows_styled) <= 5
+    assert set(rows_styled) == {5, 3}  # 23 users: four tables of 5, one of 3
+    assert all(page.count(f">u{i}@example.test<") == 1 for i in range(23))
+    assert "users 21-23 of 23" in page
+
+    def bars(html: str) -> set[str]:
+        # A set: one table writes a CSS rule once for all cells with the same bar.
+        return set(re.findall(r"linear-gradient\([^;]*\)", html))
+
+    assert bars(page)
+    assert bars(page) == bars(one_table)
