@@ -109,6 +109,51 @@ class ApiWatch:
             self.reads += 1
 
 
+class RssWatch:
+    """Samples the resident memory of the CLI's Python process (the one whose command line
+    names ``config``) once a second: is the flow's memory flat over the run?"""
+
+    def __init__(self, config: Path) -> None:
+        self.needle = str(config).encode()
+        self.samples: list[int] = []  # MB, one a second while the CLI runs
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> RssWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _rss_mb(self) -> int | None:
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            with contextlib.suppress(OSError):
+                argv = (proc / "cmdline").read_bytes().split(b"\0")
+                if b"run" in argv and self.needle in argv and b"python" in argv[0]:
+                    for line in (proc / "status").read_text().splitlines():
+                        if line.startswith("VmRSS:"):
+                            return int(line.split()[1]) // 1024
+        return None
+
+    def _run(self) -> None:
+        while not self._stop.wait(1.0):
+            rss = self._rss_mb()
+            if rss is not None:
+                self.samples.append(rss)
+
+    def profile(self) -> str:
+        """RSS at a tenth, a quarter, half, three quarters and the end of the run."""
+        n = len(self.samples)
+        if not n:
+            return "no samples"
+        at = [(f"{q:.0%}", self.samples[min(n - 1, int(q * n))]) for q in (0.1, 0.25, 0.5, 0.75)]
+        return ", ".join(f"{k} {v} MB" for k, v in [*at, ("end", self.samples[-1])])
+
+
 def api_summary(api: str, n_users: int) -> dict[str, Any]:
     from datetime import datetime
 
@@ -234,7 +279,7 @@ def run_tenant(args: argparse.Namespace, database_url: str | None) -> None:
             )
             cli = str(Path(sys.executable).with_name("scalix-migrate"))
             for label in ["first run", *(["rerun"] if args.rerun else [])]:
-                with ApiWatch(api) as watch:
+                with ApiWatch(api) as watch, RssWatch(path) as rss_watch:
                     t0 = time.perf_counter()
                     code, rss = spawn(_under_memray(args.memray, label, [cli, "run", str(path)]),
                                       work / "run.log", env)  # fmt: skip
@@ -250,7 +295,8 @@ def run_tenant(args: argparse.Namespace, database_url: str | None) -> None:
                     f"{summary}; users done {len(done)} of {args.users}; ledger {counts} "
                     f"(loaded {counts.get(LoadState.loaded.value, 0)} of {seeded} seeded); "
                     f"flow run per user {per_user_ms:.0f} ms; slowest API answer during the "
-                    f"run {watch.slowest:.2f} s over {watch.reads} reads; load average "
+                    f"run {watch.slowest:.2f} s over {watch.reads} reads; CLI RSS over the run "
+                    f"{rss_watch.profile()}; load average "
                     f"{os.getloadavg()[0]:.2f}",
                     flush=True,
                 )

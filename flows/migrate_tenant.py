@@ -30,6 +30,7 @@ import tasks
 from flows.quiet_failure import quiet_designed_failures
 from scalix_migrate import steps
 from scalix_migrate.config import Phase, TenantConfig
+from scalix_migrate.memory import Trimmer
 from scalix_migrate.records import ScalixUser
 from scalix_migrate.transfer import TransferResult
 
@@ -244,6 +245,7 @@ def _migrate_users(
     finished = 0
     at_once = tasks.users_at_once(config)
     reported_at = 0.0
+    trimmer = Trimmer()  # a finished user's freed memory back to the system, now and then
     while waiting or running:
         reading = sum(1 for r in running if r.step == 0)
         while waiting and reading < at_once and len(running) < 2 * at_once:
@@ -267,6 +269,7 @@ def _migrate_users(
                 continue
             running.remove(run)
             finished += 1
+            trimmer.maybe()
             if not state.is_completed():
                 failed.append(run.user.key)
             elif paused:
