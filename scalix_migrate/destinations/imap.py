@@ -406,6 +406,10 @@ class ImapDestination:
             args.append(_literal(item.body))
         try:
             typ, data = c._raw_command(b"APPEND", args, uid=False)
+        except imaplib.IMAP4.abort:
+            # A lost connection (a BYE, an EOF), not a refused message: abort is a subclass
+            # of error. The batch may be stored: _retrying hands it to the reconciliation.
+            raise
         except imaplib.IMAP4.error as exc:  # BAD
             self._check_throttled(str(exc).encode())
             raise ItemError(

@@ -98,6 +98,54 @@ def test_connection_drop_during_append_is_not_retried_blindly(
         d._retrying("APPEND", drop, idempotent=False)
 
 
+class _ByeThenEof:
+    """A client whose server stored the batch but answered ``* BYE`` and closed the
+    connection before the tagged OK: imaplib raises ``abort``, a subclass of ``error``."""
+
+    def __init__(self) -> None:
+        self.appends = 0
+        self.closed = False
+
+    def _normalise_folder(self, folder: str) -> bytes:
+        return folder.encode()
+
+    def _raw_command(self, *args: object, **kwargs: object) -> tuple[str, list[bytes]]:
+        import imaplib
+
+        self.appends += 1
+        raise imaplib.IMAP4.abort("command: APPEND => socket error: EOF")
+
+    def logout(self) -> None:
+        raise OSError("the connection is gone")
+
+    def shutdown(self) -> None:
+        self.closed = True
+
+
+@pytest.mark.parametrize("count", [1, 3])
+def test_a_bye_during_append_is_a_lost_connection_not_a_refused_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, count: int
+) -> None:
+    """Read as "APPEND rejected", the BYE made the batch's messages item errors and sent
+    them again one by one (30 differences at verify, under load, in the fault suite). It is
+    a connection fault: the loader reconciles the batch, nothing is appended again."""
+    from datetime import UTC, datetime
+
+    from scalix_migrate.destinations.base import AppendItem
+
+    d = _dest(tmp_path)
+    client = _ByeThenEof()
+    d.client = client  # type: ignore[assignment]
+    d.multiappend = True
+    monkeypatch.setattr(d, "_connect", lambda **_: pytest.fail("reconnected to append again"))
+    items = [AppendItem(b"Subject: x\r\n\r\nbody\r\n", frozenset(), datetime.now(UTC))] * count
+    with pytest.raises(TransientError) as lost:
+        d.append_many("INBOX", items)
+    assert "reconciles" in str(lost.value)
+    assert client.appends == 1
+    assert client.closed  # the next command connects again
+
+
 def test_m365_layout_preset(tmp_path: Path) -> None:
     d = _dest(tmp_path)
     assert d.preset.case_insensitive
