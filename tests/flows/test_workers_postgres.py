@@ -258,7 +258,10 @@ def test_two_workers_take_overlapping_waves_and_no_user_is_migrated_twice(
         steps = {labels[r.id]: _user_steps(client, r) for r in runs}
     elapsed = time.monotonic() - started
 
-    # Each wave ran on its own worker (both may try to take a run; one is aborted).
+    # Each wave ran on exactly one worker (both may try to take a run; one is aborted).
+    # Usually each on its own; but which worker takes a run is Prefect's choice: when the
+    # test server's SQLite was locked while worker-b set up its channel, worker-a (limit 1)
+    # took both, one after the other (CI, 2026-12-03). The guarantees below hold either way.
     holders = {
         label: [
             n
@@ -267,7 +270,8 @@ def test_two_workers_take_overlapping_waves_and_no_user_is_migrated_twice(
         ]
         for label, r in created.items()  # r.name: the name given at creation
     }
-    assert sorted(map(tuple, holders.values())) == [("worker-a",), ("worker-b",)], holders
+    assert all(len(names) == 1 for names in holders.values()), holders
+    assert {n for names in holders.values() for n in names} <= {"worker-a", "worker-b"}
 
     # Every user done once in the journal; every message at the destination exactly once.
     by_key: dict[str, ScalixUser] = {u.key: u for u in users}
@@ -317,7 +321,7 @@ def test_two_workers_take_overlapping_waves_and_no_user_is_migrated_twice(
         else:
             assert run.state.is_completed(), run.state.message
     print(
-        f"\nwaves: {outcome}; refused overlaps: {refused}; runs: "
+        f"\nwaves: {outcome}; holders: {holders}; refused overlaps: {refused}; runs: "
         f"{[(labels[r.id], r.state_name, r.state.message if r.state else None) for r in runs]}; "
         f"messages: {moved}; wall {elapsed:.1f}s"
     )
